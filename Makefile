@@ -1,0 +1,59 @@
+# Compute Marketplace: `make demo` and `make test` each set up everything they need from nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APE := $(VENV)/bin/ape
+SOLC_VERSION := $(shell node -p "require('./package.json').dependencies.solc" 2>/dev/null)
+NETWORK ?= ethereum:local:foundry
+
+# py-solc-x (inside ape-solidity) finds the solc-js bridge here, inside the project.
+export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
+
+.PHONY: help setup compile demo test devnet devnet-stop deploy clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed node_modules/.installed .solcx/solc-v$(SOLC_VERSION)  ## Python venv, npm tools, solc bridge
+
+$(VENV)/.installed: pyproject.toml
+	@toolchain/check-prereqs.sh $(PYTHON)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@toolchain/check-prereqs.sh $(PYTHON)
+	@# `npm install` (not `npm ci`): the lock pins every version, but the registry mirror lacks
+	@# some other-platform optional binaries that `npm ci` insists on finding in the lock.
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.solcx/solc-v$(SOLC_VERSION): node_modules/.installed toolchain/register-solc-bridge.sh toolchain/solc-bridge.cjs
+	@toolchain/register-solc-bridge.sh
+
+compile: setup  ## Compile the contracts (offline, solc-js through the bridge)
+	$(APE) compile
+
+test: setup  ## Run the whole test suite
+	$(APE) test tests/
+
+devnet: setup  ## Start anvil in the background (DEVNET_PORT, DEVNET_BLOCK_TIME)
+	@$(PY) -m marketplace.devnet start
+
+devnet-stop:  ## Stop the anvil that `make devnet` started
+	@if [ -x $(PY) ]; then $(PY) -m marketplace.devnet stop; fi
+
+deploy: devnet  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
+	$(APE) run deploy --network $(NETWORK)
+
+demo: deploy  ## Start the devnet, deploy, print the registry
+	@$(PY) -m marketplace.registry
+	@echo "The devnet keeps running at http://127.0.0.1:$${DEVNET_PORT:-8545}; stop it with 'make devnet-stop'."
+
+clean: devnet-stop  ## Remove build outputs and local state (keeps .venv and node_modules)
+	rm -rf .build .run deployments .solcx
