@@ -87,6 +87,16 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _is_our_anvil(pid: int, port: int) -> bool:
+    """False when `pid` now belongs to something else (a stale pid file whose pid was reused),
+    so `stop` never signals a process that is not the anvil we started on `port`."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return args[0].endswith(b"anvil") and str(port).encode() in args
+
+
 @dataclass
 class Devnet:
     """One anvil process, tracked by a pid file in `run_dir`."""
@@ -114,7 +124,7 @@ class Devnet:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if _pid_alive(pid) and _is_our_anvil(pid, self.port) else None
 
     def start(self, timeout: float = 30.0) -> bool:
         """Start anvil unless ours already runs; True when this call started it."""
@@ -170,6 +180,10 @@ class Devnet:
             except ChildProcessError:
                 pass
             if not _pid_alive(pid):
+                try:
+                    os.waitpid(pid, os.WNOHANG)  # reap it if it became our zombie meanwhile
+                except ChildProcessError:
+                    pass
                 return True
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
