@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 APE := $(VENV)/bin/ape
 SOLC_VERSION := $(shell node -p "require('./package.json').dependencies.solc" 2>/dev/null)
 NETWORK ?= ethereum:local:foundry
+DEVNET_PORT ?= 8545
+export DEVNET_PORT
 
 # py-solc-x (inside ape-solidity) finds the solc-js bridge here, inside the project.
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
@@ -49,11 +51,11 @@ devnet-stop:  ## Stop the anvil that `make devnet` started
 	@if [ -x $(PY) ]; then $(PY) -m marketplace.devnet stop; fi
 
 deploy: devnet  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
-	$(APE) run deploy --network $(NETWORK)
+	APE_FOUNDRY_HOST=http://127.0.0.1:$(DEVNET_PORT) $(APE) run deploy --network $(NETWORK)
 
 demo: deploy  ## Start the devnet, deploy, print the registry
 	@$(PY) -m marketplace.registry
-	@echo "The devnet keeps running at http://127.0.0.1:$${DEVNET_PORT:-8545}; stop it with 'make devnet-stop'."
+	@echo "The devnet keeps running at http://127.0.0.1:$(DEVNET_PORT); stop it with 'make devnet-stop DEVNET_PORT=$(DEVNET_PORT)'."
 
 clean: devnet-stop  ## Remove build outputs and local state (keeps .venv and node_modules)
 	rm -rf .build .run deployments .solcx
