@@ -7,7 +7,7 @@ registry file it writes instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from marketplace.registry import Deployment, Registry
@@ -16,21 +16,56 @@ CREDIT_MAX_SUPPLY = 1_000_000_000 * 10**18  # 1e9 CCR
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """Market parameters; the defaults suit a public network, the demo shortens the windows."""
+
+    challenge_window: int = 3600  # seconds a buyer has to dispute a completed deal
+    protocol_fee_bps: int = 100  # 1 %
+    collateral_bps: int = 2000  # provider collateral = 20 % of a deal's escrow
+    unstake_cooldown: int = 7 * 24 * 3600
+    epoch_length: int = 7 * 24 * 3600
+    green_multiplier_bps: int = 12_000  # green-energy GPU-hours earn 1.2x rewards
+    treasury: str | None = None  # default: the deployer
+    arbiter: str | None = None  # default: the deployer
+    verifier: str | None = None  # default: the deployer
+    extra_settlement_tokens: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class PlannedContract:
     """One contract of the plan: its registry name, its Ape contract type, and how to build
-    its constructor arguments from the deployer and what is already deployed."""
+    its constructor arguments from the deployer, the config and what is already deployed."""
 
     name: str
     contract_type: str
-    constructor_args: Callable[[Any, dict[str, str]], list[Any]]
+    constructor_args: Callable[[Any, DeployConfig, dict[str, str]], list[Any]]
     devnet_only: bool = False
 
 
 def deployment_plan() -> list[PlannedContract]:
     return [
-        PlannedContract("ComputeCredit", "ComputeCredit", lambda deployer, _: [deployer.address, CREDIT_MAX_SUPPLY]),
+        PlannedContract("ComputeCredit", "ComputeCredit", lambda d, c, a: [d.address, CREDIT_MAX_SUPPLY]),
         PlannedContract("MockUSDC", "MockStablecoin", lambda *_: ["Mock USD Coin", "mUSDC", 6], devnet_only=True),
         PlannedContract("MockDAI", "MockStablecoin", lambda *_: ["Mock Dai Stablecoin", "mDAI", 18], devnet_only=True),
+        PlannedContract("ProviderStaking", "ProviderStaking", lambda d, c, a: [d.address, c.unstake_cooldown]),
+        PlannedContract(
+            "RewardPool",
+            "RewardPool",
+            lambda d, c, a: [d.address, a["ComputeCredit"], c.epoch_length, c.green_multiplier_bps],
+        ),
+        PlannedContract(
+            "ComputeMarket",
+            "ComputeMarket",
+            lambda d, c, a: [
+                d.address,
+                c.treasury or d.address,
+                a["ProviderStaking"],
+                a["RewardPool"],
+                c.challenge_window,
+                c.protocol_fee_bps,
+                c.collateral_bps,
+            ],
+        ),
     ]
 
 
@@ -41,12 +76,22 @@ class DeployOutcome:
     newly_deployed: bool
 
 
-def deploy_all(project: Any, chain_manager: Any, deployer: Any, registry: Registry, *, devnet: bool) -> list[DeployOutcome]:
-    """Deploy what the registry does not already show live on this chain, then save it.
+def deploy_all(
+    project: Any,
+    chain_manager: Any,
+    deployer: Any,
+    registry: Registry,
+    *,
+    devnet: bool,
+    config: DeployConfig | None = None,
+) -> list[DeployOutcome]:
+    """Deploy what the registry does not already show live on this chain, wire the roles and
+    tokens (idempotently), then save the registry.
 
     A contract counts as deployed when the registry names it for this chain id *and* the node
     has code at that address (a restarted devnet keeps its chain id but loses its state).
     """
+    config = config or DeployConfig()
     chain_id = chain_manager.chain_id
     provider = chain_manager.provider
     known = registry.deployments(chain_id)
@@ -61,7 +106,7 @@ def deploy_all(project: Any, chain_manager: Any, deployer: Any, registry: Regist
             outcomes.append(DeployOutcome(planned.name, existing.address, newly_deployed=False))
             continue
         container = getattr(project, planned.contract_type)
-        args = planned.constructor_args(deployer, addresses)
+        args = planned.constructor_args(deployer, config, addresses)
         instance = deployer.deploy(container, *args)
         receipt = instance.creation_metadata.receipt if instance.creation_metadata else None
         deployment = Deployment(
@@ -76,4 +121,31 @@ def deploy_all(project: Any, chain_manager: Any, deployer: Any, registry: Regist
         registry.save()  # after each one, so a failure half-way keeps what exists
         addresses[planned.name] = instance.address
         outcomes.append(DeployOutcome(planned.name, instance.address, newly_deployed=True))
+    wire(project, deployer, addresses, config, devnet=devnet)
     return outcomes
+
+
+def wire(project: Any, deployer: Any, addresses: dict[str, str], config: DeployConfig, *, devnet: bool) -> None:
+    """Grant the market its roles on staking and rewards, the arbiter/verifier roles, and
+    whitelist settlement/collateral tokens. Each step is skipped when already in place."""
+    market = project.ComputeMarket.at(addresses["ComputeMarket"])
+    staking = project.ProviderStaking.at(addresses["ProviderStaking"])
+    pool = project.RewardPool.at(addresses["RewardPool"])
+
+    def grant(contract: Any, role: bytes, account: str) -> None:
+        if not contract.hasRole(role, account):
+            contract.grantRole(role, account, sender=deployer)
+
+    grant(staking, staking.MARKET_ROLE(), market.address)
+    grant(pool, pool.RECORDER_ROLE(), market.address)
+    grant(market, market.ARBITER_ROLE(), config.arbiter or deployer.address)
+    grant(market, market.VERIFIER_ROLE(), config.verifier or deployer.address)
+
+    tokens = list(config.extra_settlement_tokens)
+    if devnet:
+        tokens += [addresses["MockUSDC"], addresses["MockDAI"]]
+    for token in tokens:
+        if not market.isSettlementToken(token):
+            market.setSettlementToken(token, True, sender=deployer)
+        if not staking.isCollateralToken(token):
+            staking.setCollateralToken(token, True, sender=deployer)
