@@ -1,0 +1,218 @@
+"""The only door to the node: contract handles from the deployment registry, reads, and logs.
+
+web3.py only (no Ape in the service). RPC calls that fail for transport reasons are retried
+with backoff; a call the contract reverts is not retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from web3 import HTTPProvider, Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from marketplace.registry import Registry
+
+MARKET = "ComputeMarket"
+STAKING = "ProviderStaking"
+REWARDS = "RewardPool"
+CREDIT = "ComputeCredit"
+INDEXED_CONTRACTS = (MARKET, STAKING, REWARDS)
+
+
+class ChainUnavailable(Exception):
+    """The node does not answer (after retries)."""
+
+
+_transport_retry = retry(
+    retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    stop=stop_after_attempt(5),
+    reraise=True,
+)
+
+
+@dataclass(frozen=True)
+class DecodedLog:
+    contract: str
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+class ChainGateway:
+    def __init__(self, rpc_url: str, registry: Registry, *, timeout: float = 10.0):
+        self.rpc_url = rpc_url
+        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.registry = registry
+
+    # ───────────────────────────── contracts ─────────────────────────────
+
+    @cached_property
+    def chain_id(self) -> int:
+        try:
+            return self._call(lambda: self.w3.eth.chain_id)
+        except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
+            raise ChainUnavailable(f"no node answers at {self.rpc_url}: {exc.__class__.__name__}") from None
+
+    def contract(self, name: str) -> Contract:
+        return self._contracts[name]
+
+    @cached_property
+    def _contracts(self) -> dict[str, Contract]:
+        contracts = {}
+        for name, deployment in self.registry.deployments(self.chain_id).items():
+            contracts[name] = self.w3.eth.contract(address=Web3.to_checksum_address(deployment.address), abi=deployment.abi)
+        self.registry.get(self.chain_id, MARKET)  # fail early with a clear message if not deployed
+        return contracts
+
+    @property
+    def market(self) -> Contract:
+        return self.contract(MARKET)
+
+    @property
+    def staking(self) -> Contract:
+        return self.contract(STAKING)
+
+    @property
+    def rewards(self) -> Contract:
+        return self.contract(REWARDS)
+
+    def deploy_block(self, name: str) -> int:
+        return self.registry.get(self.chain_id, name).block_number
+
+    def token_contract(self, address: str) -> Contract:
+        erc20 = self.registry.get(self.chain_id, "MockUSDC").abi if "MockUSDC" in self._contracts else None
+        abi = erc20 or self.registry.get(self.chain_id, CREDIT).abi
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
+
+    # ───────────────────────────── reads ─────────────────────────────
+
+    @staticmethod
+    @_transport_retry
+    def _call(fn):
+        return fn()
+
+    def read(self, name: str, function: str, *args: Any, block: int | str = "latest") -> Any:
+        fn = getattr(self.contract(name).functions, function)(*args)
+        return self._call(lambda: fn.call(block_identifier=block))
+
+    def block_number(self) -> int:
+        return self._call(lambda: self.w3.eth.block_number)
+
+    def get_block(self, number: int | str) -> Any:
+        return self._call(lambda: self.w3.eth.get_block(number))
+
+    def timestamp(self) -> int:
+        return int(self.get_block("latest")["timestamp"])
+
+    def get_deal(self, deal_id: int) -> dict[str, Any]:
+        deal = self.read(MARKET, "getDeal", deal_id)
+        keys = [item["name"] for item in self._output_components("getDeal")]
+        return dict(zip(keys, deal, strict=True))
+
+    def _output_components(self, function: str) -> list[dict[str, Any]]:
+        for item in self.market.abi:
+            if item.get("type") == "function" and item["name"] == function:
+                return item["outputs"][0]["components"]
+        raise KeyError(function)
+
+    def vault_balance(self, account: str, token: str) -> int:
+        return self.read(MARKET, "balanceOf", Web3.to_checksum_address(account), Web3.to_checksum_address(token))
+
+    def free_stake(self, provider: str, token: str) -> int:
+        return self.read(STAKING, "freeStake", Web3.to_checksum_address(provider), Web3.to_checksum_address(token))
+
+    def counter_of(self, owner: str) -> int:
+        return self.read(MARKET, "counterOf", Web3.to_checksum_address(owner))
+
+    def is_settlement_token(self, token: str) -> bool:
+        return self.read(MARKET, "isSettlementToken", Web3.to_checksum_address(token))
+
+    def order_state(self, order_hash: str) -> tuple[int, bool]:
+        return tuple(self.read(MARKET, "orderState", bytes.fromhex(order_hash.removeprefix("0x"))))
+
+    # ───────────────────────────── logs ─────────────────────────────
+
+    @cached_property
+    def _event_decoders(self) -> dict[bytes, tuple[str, Any]]:
+        decoders: dict[bytes, tuple[str, Any]] = {}
+        for name in INDEXED_CONTRACTS:
+            contract = self.contract(name)
+            for item in contract.abi:
+                if item.get("type") != "event":
+                    continue
+                signature = f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
+                decoders[Web3.keccak(text=signature)] = (name, getattr(contract.events, item["name"])())
+        return decoders
+
+    def get_logs(self, from_block: int, to_block: int) -> list[DecodedLog]:
+        """Decoded events of the indexed contracts in [from_block, to_block], in chain order."""
+        addresses = [self.contract(name).address for name in INDEXED_CONTRACTS]
+        raw = self._call(
+            lambda: self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block, "address": addresses})
+        )
+        decoded = []
+        for log in raw:
+            if not log["topics"]:
+                continue
+            entry = self._event_decoders.get(bytes(log["topics"][0]))
+            if entry is None:
+                continue
+            contract_name, event = entry
+            event_data = event.process_log(log)
+            decoded.append(
+                DecodedLog(
+                    contract=contract_name,
+                    name=event_data["event"],
+                    args=_plain(dict(event_data["args"])),
+                    block_number=log["blockNumber"],
+                    block_hash=_hex(log["blockHash"]),
+                    tx_hash=_hex(log["transactionHash"]),
+                    log_index=log["logIndex"],
+                )
+            )
+        decoded.sort(key=lambda d: (d.block_number, d.log_index))
+        return decoded
+
+
+def revert_reason(exc: Exception) -> str:
+    """A readable reason for a failed call: the custom error's data or the message."""
+    if isinstance(exc, ContractCustomError):
+        return f"custom error {exc.data if isinstance(exc.data, str) else exc.args[0]}"
+    if isinstance(exc, ContractLogicError):
+        return str(exc.message or exc)
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    if param["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return param["type"]
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    text = str(value)
+    return text if text.startswith("0x") else "0x" + text
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: bytes → 0x hex, big ints stay ints (the DB layer stringifies amounts)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
