@@ -179,6 +179,17 @@ class Attestation(_Typed):
     )
 
 
+@dataclass(frozen=True)
+class CancelOrder(_Typed):
+    """An owner's off-chain request that the service stop matching one of their orders.
+    Not a contract type: on chain, cancel with cancelOffer/cancelRequest or incrementCounter."""
+
+    orderHash: str
+
+    TYPE_NAME: ClassVar[str] = "CancelOrder"
+    TYPES: ClassVar[tuple[tuple[str, str], ...]] = (("orderHash", "bytes32"),)
+
+
 def region_mask(*regions: int) -> int:
     """Bitmask allowing the given region ids (0..255)."""
     mask = 0

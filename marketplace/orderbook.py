@@ -1,0 +1,382 @@
+"""Order intake and matchmaking: verify a signed order against the chain, store it, match it,
+and write each match with its outbox transaction in the same DB transaction.
+
+The service only proposes: every pairing it sends is re-verified by ComputeMarket (signatures,
+prices, capacity, balances), so a bug here can at worst fail to match, never move money wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import is_hex_address, keccak, to_checksum_address
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from marketplace.matching.continuous import ContinuousMatcher
+from marketplace.matching.deals import Deal as MatchedDeal
+from marketplace.matching.orders import Offer as MatchingOffer
+from marketplace.matching.orders import Request as MatchingRequest
+from marketplace.chain.gateway import ChainGateway
+from marketplace.chain.sender import TxSender
+from marketplace.db.models import MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, JobSpecRow
+from marketplace.db.session import session_scope
+from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, InvalidSignature, NotFound
+from marketplace.matching.errors import MatchingError
+from marketplace.signing import CancelOrder, Offer, Request, SettlementRule
+
+log = logging.getLogger(__name__)
+
+BPS = 10_000
+_UINT_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "uint96": 96, "uint256": 256}
+
+
+# ───────────────────────────── parsing ─────────────────────────────
+
+
+def parse_typed(cls: type[Offer] | type[Request] | type[CancelOrder], message: dict[str, Any]) -> Any:
+    """Strictly typed fields: ints as int or decimal string (no bools, no floats), addresses
+    checksummed, bytes32 as 0x + 64 hex. Unknown or missing fields are errors."""
+    if not isinstance(message, dict):
+        raise InvalidInput(f"{cls.TYPE_NAME} must be an object")
+    names = {n for n, _ in cls.TYPES}
+    missing = names - set(message) - ({"counter"} if "counter" in names else set())
+    if missing:
+        raise InvalidInput(f"{cls.TYPE_NAME} is missing {', '.join(sorted(missing))}", field=sorted(missing)[0])
+    unknown = set(message) - names
+    if unknown:
+        raise InvalidInput(f"{cls.TYPE_NAME} has unknown field(s) {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    values: dict[str, Any] = {}
+    for name, solidity_type in cls.TYPES:
+        if name not in message:
+            continue
+        values[name] = _parse_field(name, solidity_type, message[name])
+    return cls(**values)
+
+
+def _parse_field(name: str, solidity_type: str, value: Any) -> Any:
+    if solidity_type in _UINT_BITS:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InvalidInput(f"{name} must be an integer (or a decimal string), got {type(value).__name__}", field=name)
+        if isinstance(value, str):
+            if not value.isdigit():
+                raise InvalidInput(f"{name} must be a non-negative whole number, got {value!r}", field=name)
+            value = int(value)
+        if not 0 <= value < 2 ** _UINT_BITS[solidity_type]:
+            raise InvalidInput(f"{name} must fit {solidity_type} (0 ≤ {name} < 2^{_UINT_BITS[solidity_type]})", field=name)
+        return value
+    if solidity_type == "bool":
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{name} must be true or false", field=name)
+        return value
+    if solidity_type == "address":
+        if not isinstance(value, str) or not is_hex_address(value):
+            raise InvalidInput(f"{name} must be a 0x-prefixed 20-byte address", field=name)
+        return to_checksum_address(value)
+    if solidity_type == "bytes32":
+        if not isinstance(value, str) or len(value) != 66 or not value.startswith("0x"):
+            raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name)
+        try:
+            bytes.fromhex(value[2:])
+        except ValueError:
+            raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name) from None
+        return value.lower()
+    raise AssertionError(solidity_type)
+
+
+def parse_signature(signature: Any) -> bytes:
+    if not isinstance(signature, str) or not signature.startswith("0x"):
+        raise InvalidInput("signature must be 0x-prefixed hex", field="signature")
+    try:
+        raw = bytes.fromhex(signature[2:])
+    except ValueError:
+        raise InvalidInput("signature must be 0x-prefixed hex", field="signature") from None
+    if len(raw) != 65:
+        raise InvalidInput(f"signature must be 65 bytes, got {len(raw)}", field="signature")
+    return raw
+
+
+def message_json(order: Offer | Request) -> str:
+    """Typed-data message with big ints as decimal strings (JSON-safe, exact)."""
+    return json.dumps(
+        {n: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for n, v in order.message().items()},
+        sort_keys=True,
+    )
+
+
+def order_from_row(row: OrderRow) -> Offer | Request:
+    cls = Offer if row.side == OrderSide.OFFER else Request
+    return parse_typed(cls, json.loads(row.payload))
+
+
+def to_matching(order: Offer | Request, order_hash: str) -> MatchingOffer | MatchingRequest:
+    """The matching engine's view of a signed order (same fields, snake_case)."""
+    if isinstance(order, Offer):
+        return MatchingOffer(
+            order_id=order_hash, provider=order.provider, gpu_model=order.gpuModel, gpu_count=order.gpuCount,
+            vram_gb=order.vramGb, region=order.region, green_energy=order.greenEnergy, token=order.token,
+            price_per_gpu_hour=order.pricePerGpuHour, min_hours=order.minHours, max_hours=order.maxHours,
+            capacity_gpu_hours=order.capacityGpuHours, available_until=order.availableUntil, expiry=order.expiry,
+            salt=order.salt,
+        )
+    return MatchingRequest(
+        order_id=order_hash, trainer=order.trainer, gpu_model=order.gpuModel, gpu_count=order.gpuCount,
+        min_vram_gb=order.minVramGb, region_mask=order.regionMask, green_only=order.greenOnly, token=order.token,
+        max_price_per_gpu_hour=order.maxPricePerGpuHour, hours=order.totalHours, min_hours=order.minHours,
+        start_by=order.startBy, expiry=order.expiry, job_spec_hash=order.jobSpecHash, salt=order.salt,
+    )
+
+
+def job_spec_hash(spec: dict[str, Any]) -> str:
+    """keccak256 of the canonical JSON of a job spec: what a Request's jobSpecHash commits to."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return "0x" + keccak(text=canonical).hex()
+
+
+# ───────────────────────────── the book ─────────────────────────────
+
+
+@dataclass
+class Submitted:
+    order_hash: str
+    matches: list[MatchRow]
+
+
+class OrderBookService:
+    """Intake, cancellation and matching. Thread-safe: one lock around the in-memory book."""
+
+    def __init__(self, engine: Engine, gateway: ChainGateway, sender: TxSender, *, max_batch_size: int = 50):
+        self.engine = engine
+        self.gateway = gateway
+        self.sender = sender
+        self.max_batch_size = max_batch_size
+        self._lock = threading.RLock()
+        self._matcher = ContinuousMatcher()
+        self._last_now = 0
+        sender.on_receipt("open_deals", self._on_open_deals_receipt)
+
+    # ───────────── startup ─────────────
+
+    def load(self) -> int:
+        """Rebuild the in-memory book from the DB's open orders (after a restart or a failed match)."""
+        with self._lock, Session(self.engine) as session:
+            self._matcher = ContinuousMatcher()
+            now = self._now()
+            rows = session.exec(select(OrderRow).where(OrderRow.status == OrderStatus.OPEN).order_by(OrderRow.seq)).all()
+            loaded = 0
+            for row in rows:
+                remaining = row.capacity - row.filled - row.reserved
+                order = to_matching(order_from_row(row), row.hash)
+                if remaining <= 0 or order.deadline < now:
+                    continue
+                try:
+                    self._matcher.book.add(order, now, remaining=remaining)
+                    loaded += 1
+                except MatchingError as exc:
+                    log.info("order %s not reloaded: %s", row.hash, exc)
+            return loaded
+
+    # ───────────── intake ─────────────
+
+    def submit(self, side: OrderSide, message: dict[str, Any], signature: str,
+               job_spec: dict[str, Any] | None = None) -> Submitted:
+        cls = Offer if side == OrderSide.OFFER else Request
+        order = parse_typed(cls, message)
+        sig = parse_signature(signature)
+        order_hash = "0x" + order.struct_hash().hex()
+        owner = order.provider if isinstance(order, Offer) else order.trainer
+        try:
+            matching_order = to_matching(order, order_hash)
+        except MatchingError as exc:
+            raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
+
+        chain_id = self.gateway.chain_id
+        market = self.gateway.market.address
+        if order.recover(sig, chain_id, market) != owner:
+            raise InvalidSignature(
+                f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
+                f"for chain {chain_id} and market {market}"
+            )
+        now = self._now()
+        self._check_against_chain(order, owner, now)
+        if isinstance(order, Request):
+            self._check_job_spec(order, job_spec)
+
+        with self._lock, session_scope(self.engine) as session:
+            if session.get(OrderRow, order_hash) is not None:
+                raise Conflict(f"order {order_hash} was already submitted")
+            seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
+            row = OrderRow(
+                hash=order_hash, side=side, owner=owner, token=order.token, gpu_model=order.gpuModel,
+                price=str(order.pricePerGpuHour if isinstance(order, Offer) else order.maxPricePerGpuHour),
+                capacity=order.capacityGpuHours if isinstance(order, Offer) else order.totalHours,
+                expiry=order.expiry, seq=seq, payload=message_json(order), signature="0x" + sig.hex(),
+            )
+            session.add(row)
+            if job_spec is not None and isinstance(order, Request):
+                if session.get(JobSpecRow, order.jobSpecHash) is None:
+                    session.add(JobSpecRow(hash=order.jobSpecHash, spec=json.dumps(job_spec, sort_keys=True)))
+            session.flush()
+            try:
+                deals = self._matcher.submit(matching_order, now)
+            except MatchingError as exc:
+                raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
+            try:
+                matches = self._propose(session, deals)
+            except BaseException:
+                self._reload_after_failure()
+                raise
+        return Submitted(order_hash, matches)
+
+    def cancel(self, order_hash: str, signature: str) -> OrderRow:
+        """Off-chain cancel signed by the owner: the service stops matching the order at once.
+        (It stays valid on chain until cancelled there or past its counter.)"""
+        sig = parse_signature(signature)
+        with self._lock, session_scope(self.engine) as session:
+            row = session.get(OrderRow, order_hash.lower())
+            if row is None:
+                raise NotFound(f"no order {order_hash}")
+            signer = CancelOrder(orderHash=row.hash).recover(sig, self.gateway.chain_id, self.gateway.market.address)
+            if signer != row.owner:
+                raise InvalidSignature(f"cancel must be signed by the order's owner {row.owner}")
+            if row.status != OrderStatus.OPEN:
+                raise Conflict(f"order {row.hash} is {row.status.value}, not open")
+            row.status = OrderStatus.CANCELLED
+            try:
+                self._matcher.cancel(row.hash)
+            except MatchingError:
+                pass  # not resting (fully reserved by in-flight matches)
+            return row
+
+    # ───────────── matching → outbox ─────────────
+
+    def _propose(self, session: Session, deals: list[MatchedDeal]) -> list[MatchRow]:
+        if not deals:
+            return []
+        matches: list[MatchRow] = []
+        for start in range(0, len(deals), self.max_batch_size):
+            batch = deals[start:start + self.max_batch_size]
+            payload = []
+            rows = []
+            for index, deal in enumerate(batch):
+                offer_row = session.get(OrderRow, deal.offer_id)
+                request_row = session.get(OrderRow, deal.request_id)
+                payload.append({
+                    "offer": json.loads(offer_row.payload), "offer_signature": offer_row.signature,
+                    "request": json.loads(request_row.payload), "request_signature": request_row.signature,
+                    "deal_hours": deal.hours,
+                })
+                offer_row.reserved += deal.gpu_hours
+                request_row.reserved += deal.hours
+                rows.append(MatchRow(
+                    offer_hash=deal.offer_id, request_hash=deal.request_id, gpu_count=deal.gpu_count,
+                    deal_hours=deal.hours, price=str(deal.price_per_gpu_hour), batch_index=index,
+                ))
+            tx = self.sender.enqueue(session, "open_deals", {"matches": payload})
+            for row in rows:
+                row.tx_id = tx.id
+                session.add(row)
+            matches.extend(rows)
+        session.flush()
+        return matches
+
+    def _on_open_deals_receipt(self, session: Session, tx: Any, receipt: Any) -> None:
+        """Finalise a batch: opened pairings get their deal id, refused ones release capacity."""
+        rows = session.exec(select(MatchRow).where(MatchRow.tx_id == tx.id).order_by(MatchRow.batch_index)).all()
+        failed: dict[int, str] = {}
+        opened_ids: list[int] = []
+        if receipt is not None:
+            market = self.gateway.market
+            for event in market.events.DealOpenFailed().process_receipt(receipt, errors=_DISCARD):
+                failed[event["args"]["index"]] = "0x" + bytes(event["args"]["reason"]).hex()
+            opened_ids = [e["args"]["dealId"] for e in market.events.DealOpened().process_receipt(receipt, errors=_DISCARD)]
+        opened = iter(opened_ids)
+        any_failed = False
+        for row in rows:
+            offer_row = session.get(OrderRow, row.offer_hash)
+            request_row = session.get(OrderRow, row.request_hash)
+            offer_row.reserved = max(0, offer_row.reserved - row.gpu_count * row.deal_hours)
+            request_row.reserved = max(0, request_row.reserved - row.deal_hours)
+            if receipt is None or row.batch_index in failed:
+                row.state = MatchState.FAILED
+                row.error = failed.get(row.batch_index, tx.error or "transaction failed")
+                any_failed = True
+                continue
+            row.state = MatchState.OPENED
+            row.deal_id = next(opened)
+            block = receipt["blockNumber"]
+            for order_row in (offer_row, request_row):
+                order_row.filled = self.gateway.read(
+                    "ComputeMarket", "orderState", bytes.fromhex(order_row.hash[2:]), block=block
+                )[0]
+                if order_row.filled >= order_row.capacity:
+                    order_row.status = OrderStatus.FILLED
+        if any_failed:
+            # Refused pairings gave capacity back: rebuild the book once this transaction commits.
+            self._needs_reload = True
+
+    _needs_reload = False
+
+    def after_pump(self) -> None:
+        if self._needs_reload:
+            self._needs_reload = False
+            self.load()
+
+    def _reload_after_failure(self) -> None:
+        try:
+            self.load()
+        except Exception:  # the original error matters more
+            log.exception("reloading the book failed")
+
+    # ───────────── checks ─────────────
+
+    def _now(self) -> int:
+        # Chain time, not wall time: the contract judges expiry by block.timestamp.
+        self._last_now = max(self._last_now, self.gateway.timestamp())
+        return self._last_now
+
+    def _check_against_chain(self, order: Offer | Request, owner: str, now: int) -> None:
+        if order.expiry <= now:
+            raise InvalidInput(f"order expired at {order.expiry} (chain time is {now})", field="expiry")
+        if not self.gateway.is_settlement_token(order.token):
+            raise InvalidInput(f"token {order.token} is not a settlement token of this market", field="token")
+        counter = self.gateway.counter_of(owner)
+        if order.counter != counter:
+            raise InvalidInput(f"order counter {order.counter} is not {owner}'s current counter {counter}", field="counter")
+        if isinstance(order, Offer):
+            collateral_bps = self.gateway.read("ComputeMarket", "collateralBps")
+            smallest_deal = order.pricePerGpuHour * order.minHours
+            needed = -(-smallest_deal * collateral_bps // BPS)
+            free = self.gateway.free_stake(owner, order.token)
+            if free < needed:
+                raise InsufficientFunds(
+                    f"provider {owner} has {free} free collateral in {order.token}; the smallest deal of this offer "
+                    f"locks {needed}: stake more first", field="provider"
+                )
+        else:
+            if order.startBy <= now:
+                raise InvalidInput(f"startBy {order.startBy} is not in the future (chain time {now})", field="startBy")
+            if order.settlementRule > max(SettlementRule):
+                raise InvalidInput(f"settlementRule must be 0, 1 or 2, got {order.settlementRule}", field="settlementRule")
+            needed = order.maxPricePerGpuHour * order.gpuCount * order.minHours
+            balance = self.gateway.vault_balance(owner, order.token)
+            if balance < needed:
+                raise InsufficientFunds(
+                    f"trainer {owner} has {balance} in the market vault; the smallest fill at the max price escrows "
+                    f"{needed}: deposit more first", field="trainer"
+                )
+
+    @staticmethod
+    def _check_job_spec(order: Request, job_spec: dict[str, Any] | None) -> None:
+        if job_spec is None:
+            return
+        if job_spec_hash(job_spec) != order.jobSpecHash:
+            raise InvalidInput("job_spec does not hash to the request's jobSpecHash", field="job_spec")
+
+
+from web3.logs import DISCARD as _DISCARD  # noqa: E402 - ignore logs of other events in a receipt
