@@ -1,0 +1,62 @@
+"""The output of matching: deals, in the shape the contract's ``openDeal`` takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from .orders import Offer, Request, Side
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    """``gpu_count`` GPUs of ``offer_id`` for ``hours`` hours, for ``request_id``.
+
+    ``price_per_gpu_hour`` is always the offer's ask: the deal price rule the
+    contract enforces, whichever side was resting.
+    """
+
+    offer_id: str
+    request_id: str
+    gpu_count: int
+    hours: int
+    price_per_gpu_hour: int
+    taker: Side | None = None  # incoming side in continuous matching; None in a batch
+
+    @property
+    def gpu_hours(self) -> int:
+        return self.gpu_count * self.hours
+
+    @property
+    def cost(self) -> int:
+        """Escrowed by the trainer: price x GPU-hours (token base units)."""
+        return self.price_per_gpu_hour * self.gpu_count * self.hours
+
+    def as_tuple(self) -> tuple[str, str, int, int, int, int]:
+        """Stable, byte-comparable form (used for determinism checks and digests)."""
+        return (
+            self.offer_id,
+            self.request_id,
+            self.gpu_count,
+            self.hours,
+            self.price_per_gpu_hour,
+            -1 if self.taker is None else int(self.taker),
+        )
+
+
+def deal_surplus(deal: Deal, request: Request) -> int:
+    """(request max price - deal price) x GPU-hours."""
+    return (request.max_price_per_gpu_hour - deal.price_per_gpu_hour) * deal.gpu_hours
+
+
+def total_welfare(deals: Iterable[Deal], offers: Mapping[str, Offer], requests: Mapping[str, Request]) -> int:
+    """Sum over deals of (request max price - offer ask) x GPU-hours.
+
+    With pay-as-ask this is the trainers' surplus; the providers' surplus
+    relative to their ask is zero, so it is also total gains from trade
+    measured against declared prices.
+    """
+    total = 0
+    for d in deals:
+        total += (requests[d.request_id].max_price_per_gpu_hour - offers[d.offer_id].price_per_gpu_hour) * d.gpu_hours
+    return total
