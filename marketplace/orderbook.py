@@ -39,7 +39,7 @@ _UINT_BITS = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64, "uint96": 96
 # ───────────────────────────── parsing ─────────────────────────────
 
 
-def parse_typed(cls: type[Offer] | type[Request] | type[CancelOrder], message: dict[str, Any]) -> Any:
+def parse_typed(cls: Any, message: dict[str, Any]) -> Any:
     """Strictly typed fields: ints as int or decimal string (no bools, no floats), addresses
     checksummed, bytes32 as 0x + 64 hex. Unknown or missing fields are errors."""
     if not isinstance(message, dict):
@@ -86,6 +86,10 @@ def _parse_field(name: str, solidity_type: str, value: Any) -> Any:
         except ValueError:
             raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name) from None
         return value.lower()
+    if solidity_type == "string":
+        if not isinstance(value, str) or len(value) > 300:
+            raise InvalidInput(f"{name} must be a string of at most 300 characters", field=name)
+        return value
     raise AssertionError(solidity_type)
 
 

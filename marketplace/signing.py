@@ -190,6 +190,18 @@ class CancelOrder(_Typed):
     TYPES: ClassVar[tuple[tuple[str, str], ...]] = (("orderHash", "bytes32"),)
 
 
+@dataclass(frozen=True)
+class ProviderProfile(_Typed):
+    """A provider's signed registration with the service (off-chain metadata)."""
+
+    provider: str
+    name: str
+    endpoint: str
+
+    TYPE_NAME: ClassVar[str] = "ProviderProfile"
+    TYPES: ClassVar[tuple[tuple[str, str], ...]] = (("provider", "address"), ("name", "string"), ("endpoint", "string"))
+
+
 def region_mask(*regions: int) -> int:
     """Bitmask allowing the given region ids (0..255)."""
     mask = 0

@@ -1,0 +1,110 @@
+"""Offers, requests and their cancellation: the signed-order intake."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Query, Request, status
+from sqlalchemy import func
+from sqlmodel import select
+
+from marketplace.api.deps import ServiceDep, SessionDep, WriteLimited, rate_limit_address
+from marketplace.api.metrics import ORDERS_SUBMITTED
+from marketplace.api.schemas import (
+    CancelSubmission,
+    MatchOut,
+    OfferSubmission,
+    OrderOut,
+    Page,
+    RequestSubmission,
+    SubmittedOut,
+)
+from marketplace.db.models import MatchRow, OrderRow, OrderSide, OrderStatus
+from marketplace.errors import NotFound
+
+router = APIRouter(tags=["orders"])
+
+
+def order_out(row: OrderRow) -> OrderOut:
+    return OrderOut(
+        hash=row.hash, side=row.side, owner=row.owner, token=row.token, gpu_model=row.gpu_model, price=row.price,
+        capacity=row.capacity, filled=row.filled, reserved=row.reserved, expiry=row.expiry, status=row.status,
+        order=json.loads(row.payload), signature=row.signature, created_at=row.created_at,
+    )
+
+
+def match_out(row: MatchRow) -> MatchOut:
+    return MatchOut(offer_hash=row.offer_hash, request_hash=row.request_hash, gpu_count=row.gpu_count,
+                    deal_hours=row.deal_hours, price_per_gpu_hour=row.price, state=row.state.value,
+                    deal_id=row.deal_id, error=row.error)
+
+
+def _owner_of(order: dict, key: str) -> str:
+    value = order.get(key)
+    return value if isinstance(value, str) else "unknown"
+
+
+@router.post("/offers", status_code=status.HTTP_201_CREATED, response_model=SubmittedOut, dependencies=[WriteLimited],
+             summary="Submit a provider's signed offer")
+def submit_offer(body: OfferSubmission, request: Request, service: ServiceDep, session: SessionDep) -> SubmittedOut:
+    rate_limit_address(request, _owner_of(body.order, "provider"))
+    submitted = service.book.submit(OrderSide.OFFER, body.order, body.signature)
+    ORDERS_SUBMITTED.labels(side="offer").inc()
+    return SubmittedOut(order=order_out(session.get(OrderRow, submitted.order_hash)),
+                        matches=[match_out(m) for m in submitted.matches])
+
+
+@router.post("/requests", status_code=status.HTTP_201_CREATED, response_model=SubmittedOut,
+             dependencies=[WriteLimited], summary="Submit a trainer's signed request (and its job spec)")
+def submit_request(body: RequestSubmission, request: Request, service: ServiceDep, session: SessionDep) -> SubmittedOut:
+    rate_limit_address(request, _owner_of(body.order, "trainer"))
+    submitted = service.book.submit(OrderSide.REQUEST, body.order, body.signature, body.job_spec)
+    ORDERS_SUBMITTED.labels(side="request").inc()
+    return SubmittedOut(order=order_out(session.get(OrderRow, submitted.order_hash)),
+                        matches=[match_out(m) for m in submitted.matches])
+
+
+@router.post("/orders/{order_hash}/cancel", response_model=OrderOut, dependencies=[WriteLimited],
+             summary="Stop the service from matching an order (signed by its owner)")
+def cancel_order(order_hash: str, body: CancelSubmission, service: ServiceDep) -> OrderOut:
+    return order_out(service.book.cancel(order_hash, body.signature))
+
+
+@router.get("/orders", response_model=Page[OrderOut], summary="List orders")
+def list_orders(
+    session: SessionDep,
+    side: OrderSide | None = None,
+    owner: str | None = Query(default=None, pattern=r"^0x[0-9a-fA-F]{40}$"),
+    order_status: OrderStatus | None = Query(default=None, alias="status"),
+    gpu_model: int | None = Query(default=None, ge=0, le=65535),
+    limit: int = Query(default=50, ge=1, le=200),
+    offset: int = Query(default=0, ge=0),
+) -> Page[OrderOut]:
+    query = select(OrderRow)
+    if side is not None:
+        query = query.where(OrderRow.side == side)
+    if owner is not None:
+        query = query.where(func.lower(OrderRow.owner) == owner.lower())
+    if order_status is not None:
+        query = query.where(OrderRow.status == order_status)
+    if gpu_model is not None:
+        query = query.where(OrderRow.gpu_model == gpu_model)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(OrderRow.seq.desc()).limit(limit).offset(offset)).all()
+    return Page[OrderOut](items=[order_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/orders/{order_hash}", response_model=OrderOut, summary="One order")
+def get_order(order_hash: str, session: SessionDep) -> OrderOut:
+    row = session.get(OrderRow, order_hash.lower())
+    if row is None:
+        raise NotFound(f"no order {order_hash}")
+    return order_out(row)
+
+
+@router.get("/orders/{order_hash}/matches", response_model=list[MatchOut], summary="Matches involving an order")
+def order_matches(order_hash: str, session: SessionDep) -> list[MatchOut]:
+    h = order_hash.lower()
+    rows = session.exec(select(MatchRow).where((MatchRow.offer_hash == h) | (MatchRow.request_hash == h))
+                        .order_by(MatchRow.id)).all()
+    return [match_out(r) for r in rows]
