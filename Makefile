@@ -38,10 +38,18 @@ node_modules/.installed: package.json package-lock.json
 .solcx/solc-v$(SOLC_VERSION): node_modules/.installed toolchain/register-solc-bridge.sh toolchain/solc-bridge.cjs
 	@toolchain/register-solc-bridge.sh
 
-compile: setup  ## Compile the contracts (offline, solc-js through the bridge)
-	$(APE) compile
+# ape-solidity copies each dependency (all ~500 files of the OpenZeppelin npm package) into
+# contracts/.cache when it compiles, but Ape lists at most 500 files under contracts/: a later
+# Ape process can then miss our own sources (e.g. contracts/test/MockStablecoin.sol) depending on
+# directory order. The copy is only needed while compiling, so it is removed before and after.
+DROP_DEP_CACHE := rm -rf contracts/.cache
 
-test: setup  ## Run the whole test suite
+compile: setup  ## Compile the contracts (offline, solc-js through the bridge)
+	@$(DROP_DEP_CACHE)
+	$(APE) compile
+	@$(DROP_DEP_CACHE)
+
+test: compile  ## Run the whole test suite
 	$(APE) test tests/
 
 devnet: setup  ## Start anvil in the background (DEVNET_PORT, DEVNET_BLOCK_TIME)
@@ -50,7 +58,7 @@ devnet: setup  ## Start anvil in the background (DEVNET_PORT, DEVNET_BLOCK_TIME)
 devnet-stop:  ## Stop the anvil that `make devnet` started
 	@if [ -x $(PY) ]; then $(PY) -m marketplace.devnet stop; fi
 
-deploy: devnet  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
+deploy: devnet compile  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
 	APE_FOUNDRY_HOST=http://127.0.0.1:$(DEVNET_PORT) $(APE) run deploy --network $(NETWORK)
 
 demo: deploy  ## Start the devnet, deploy, print the registry
@@ -58,4 +66,4 @@ demo: deploy  ## Start the devnet, deploy, print the registry
 	@echo "The devnet keeps running at http://127.0.0.1:$(DEVNET_PORT); stop it with 'make devnet-stop DEVNET_PORT=$(DEVNET_PORT)'."
 
 clean: devnet-stop  ## Remove build outputs and local state (keeps .venv and node_modules)
-	rm -rf .build .run deployments .solcx
+	rm -rf .build .run deployments .solcx contracts/.cache

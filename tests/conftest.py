@@ -8,6 +8,7 @@ stop every devnet they started, whatever the test did.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # py-solc-x (inside ape-solidity) looks for the solc-js bridge here, as `make test` arranges.
 os.environ.setdefault("SOLCX_BINARY_PATH", str(REPO_ROOT / ".solcx"))
+
+
+def drop_dependency_cache() -> None:
+    """Remove ape-solidity's copy of OpenZeppelin in contracts/.cache (~500 files): Ape lists at
+    most 500 files under contracts/, so a stale copy can hide our own sources from the next Ape
+    process (see the Makefile's DROP_DEP_CACHE). It is recreated whenever a compile needs it."""
+    shutil.rmtree(REPO_ROOT / "contracts" / ".cache", ignore_errors=True)
+
+
+drop_dependency_cache()
 
 
 def pytest_configure(config: pytest.Config) -> None:

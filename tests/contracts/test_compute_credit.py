@@ -11,6 +11,9 @@ MAX_SUPPLY = 1_000_000_000 * 10**18
 MINTER_ROLE = keccak(text="MINTER_ROLE")
 ZERO_ADDRESS = "0x" + "00" * 20
 
+# Every module-scoped fixture from the first test on, so Ape's snapshot isolation never rebases.
+pytestmark = pytest.mark.usefixtures("admin", "stranger", "spender", "holder", "credit")
+
 
 @pytest.fixture(scope="module")
 def admin(accounts):

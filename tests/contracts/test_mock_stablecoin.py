@@ -5,6 +5,9 @@ from __future__ import annotations
 import ape
 import pytest
 
+# Every module-scoped fixture from the first test on, so Ape's snapshot isolation never rebases.
+pytestmark = pytest.mark.usefixtures("deployer", "user", "token")
+
 
 @pytest.fixture(scope="module")
 def deployer(accounts):

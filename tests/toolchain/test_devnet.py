@@ -6,6 +6,7 @@ Every anvil here listens on 127.0.0.1 and is stopped by the fixture that started
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def test_stop__not_running__returns_false(tmp_path):
 
 
 def run_deploy(devnet: Devnet, registry_path: Path) -> subprocess.CompletedProcess[str]:
+    # If this test process compiled, its dependency copy must not hide sources from the child.
+    shutil.rmtree(REPO_ROOT / "contracts" / ".cache", ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k != "MARKET_REGISTRY"}
     env["APE_FOUNDRY_HOST"] = devnet.url  # how ape-foundry is pointed at a non-default port
     return subprocess.run(
