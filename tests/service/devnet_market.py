@@ -1,0 +1,156 @@
+"""A deployed market on a real anvil, driven with plain web3.py: what service tests build on.
+
+    market = DevnetMarket.deploy(devnet, tmp_path, challenge_window=600)
+    market.fund_trainer(market.trainer, 1_000 * USDC); market.stake(market.provider, 500 * USDC)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from web3 import HTTPProvider, Web3
+
+from marketplace.devnet import Devnet
+from marketplace.registry import Registry
+from marketplace.signing import Offer, Request, SettlementRule, region_mask
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APE = REPO_ROOT / ".venv" / "bin" / "ape"
+USDC = 10**6
+HOUR = 3600
+
+# anvil's default accounts (mnemonic "test test ... junk"); 0 deploys and holds admin/arbiter/verifier.
+ANVIL_KEYS = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+]
+DEPLOYER, TREASURY, PROVIDER, TRAINER, MATCHER, PROVIDER_2, TRAINER_2, SPONSOR = range(8)
+
+
+def deploy_to(devnet: Devnet, registry_path: Path, *extra_args: str) -> None:
+    shutil.rmtree(REPO_ROOT / "contracts" / ".cache", ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k != "MARKET_REGISTRY"}
+    env["APE_FOUNDRY_HOST"] = devnet.url
+    result = subprocess.run(
+        [str(APE), "run", "deploy", "--network", "ethereum:local:foundry", "--registry", str(registry_path),
+         *extra_args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"deploy failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+@dataclass
+class DevnetMarket:
+    devnet: Devnet
+    registry_path: Path
+    w3: Web3
+
+    @classmethod
+    def deploy(cls, devnet: Devnet, workdir: Path, *, challenge_window: int = 600, epoch_length: int = 3600) -> DevnetMarket:
+        registry_path = workdir / "registry.json"
+        deploy_to(devnet, registry_path, "--challenge-window", str(challenge_window),
+                  "--epoch-length", str(epoch_length))
+        return cls(devnet, registry_path, Web3(HTTPProvider(devnet.url)))
+
+    # ───────────── handles ─────────────
+
+    @property
+    def registry(self) -> Registry:
+        return Registry.load(self.registry_path)
+
+    def contract(self, name: str):
+        deployment = self.registry.get(self.w3.eth.chain_id, name)
+        return self.w3.eth.contract(address=deployment.address, abi=deployment.abi)
+
+    @property
+    def market(self):
+        return self.contract("ComputeMarket")
+
+    @property
+    def usdc(self):
+        return self.contract("MockUSDC")
+
+    def key(self, index: int) -> str:
+        return ANVIL_KEYS[index]
+
+    def address(self, index: int) -> str:
+        return Account.from_key(ANVIL_KEYS[index]).address
+
+    # ───────────── transactions ─────────────
+
+    def send(self, index: int, call) -> dict:
+        """Sign and send `call` from anvil account `index`; returns the receipt (reverts raise)."""
+        sender = self.address(index)
+        tx = call.build_transaction({"from": sender, "nonce": self.w3.eth.get_transaction_count(sender, "pending")})
+        signed = Account.from_key(ANVIL_KEYS[index]).sign_transaction(tx)
+        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        if receipt["status"] != 1:
+            raise RuntimeError(f"transaction reverted: {receipt['transactionHash'].hex()}")
+        return receipt
+
+    def fund_vault(self, index: int, amount: int) -> None:
+        market, usdc = self.market, self.usdc
+        self.send(index, usdc.functions.mint(self.address(index), amount))
+        self.send(index, usdc.functions.approve(market.address, amount))
+        self.send(index, market.functions.deposit(usdc.address, amount))
+
+    def stake(self, index: int, amount: int) -> None:
+        staking, usdc = self.contract("ProviderStaking"), self.usdc
+        self.send(index, usdc.functions.mint(self.address(index), amount))
+        self.send(index, usdc.functions.approve(staking.address, amount))
+        self.send(index, staking.functions.stake(usdc.address, amount))
+
+    def warp(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.w3.provider.make_request("evm_mine", [])
+
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            self.w3.provider.make_request("evm_mine", [])
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    # ───────────── orders ─────────────
+
+    def offer(self, index: int = PROVIDER, **overrides) -> Offer:
+        now = self.now()
+        fields = dict(
+            provider=self.address(index), gpuModel=8, gpuCount=8, vramGb=80, region=1, greenEnergy=True,
+            token=self.usdc.address, pricePerGpuHour=2 * USDC, minHours=1, maxHours=24, capacityGpuHours=192,
+            availableUntil=now + 7 * 24 * HOUR, expiry=now + 24 * HOUR, salt=time.time_ns(), counter=0,
+        )
+        fields.update(overrides)
+        return Offer(**fields)
+
+    def request(self, index: int = TRAINER, **overrides) -> Request:
+        now = self.now()
+        fields = dict(
+            trainer=self.address(index), gpuModel=8, gpuCount=2, minVramGb=40, regionMask=region_mask(1, 2),
+            greenOnly=False, token=self.usdc.address, maxPricePerGpuHour=3 * USDC, totalHours=4, minHours=1,
+            startBy=now + 24 * HOUR, expiry=now + 24 * HOUR, jobSpecHash="0x" + "ab" * 32,
+            settlementRule=int(SettlementRule.CHALLENGE_WINDOW), salt=time.time_ns(), counter=0,
+        )
+        fields.update(overrides)
+        return Request(**fields)
+
+    def sign(self, order, index: int) -> str:
+        return "0x" + order.sign(ANVIL_KEYS[index], self.w3.eth.chain_id, self.market.address).hex()
+
+
+def json_message(order) -> dict:
+    """The API's wire form of an order: big ints as decimal strings."""
+    return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in order.message().items()}
