@@ -151,6 +151,19 @@ class DevnetMarket:
         return "0x" + order.sign(ANVIL_KEYS[index], self.w3.eth.chain_id, self.market.address).hex()
 
 
+def service_settings(market: DevnetMarket, workdir: Path, **overrides):
+    """Settings for a MarketService on this devnet: SQLite in `workdir`, matcher and verifier keys."""
+    from marketplace.config import Settings
+
+    values = dict(
+        database_url=f"sqlite:///{workdir / 'market.db'}", rpc_url=market.devnet.url, registry=market.registry_path,
+        matcher_private_key=ANVIL_KEYS[MATCHER], verifier_private_key=ANVIL_KEYS[DEPLOYER],
+        verifier_sample_rate=0.0, confirmations=0, rate_limit_per_minute=10_000,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
 def json_message(order) -> dict:
     """The API's wire form of an order: big ints as decimal strings."""
     return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in order.message().items()}

@@ -7,14 +7,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from marketplace.api.app import create_app
-from marketplace.config import Settings
 from marketplace.orderbook import job_spec_hash
 from marketplace.service import MarketService
 from marketplace.signing import DealStatus, SettlementRule
 
 from devnet_market import (  # noqa: I001 - tests/service is on sys.path under pytest
-    ANVIL_KEYS, DEPLOYER, HOUR, MATCHER, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, TREASURY, USDC, DevnetMarket,
-    json_message,
+    HOUR, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, TREASURY, USDC, DevnetMarket, json_message, service_settings,
 )
 
 pytestmark = pytest.mark.anvil
@@ -27,12 +25,7 @@ HASH_JOB = {"type": "hash-chain", "seed": "deal", "iterations": 1000}
 def env(anvil, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("service")
     market = DevnetMarket.deploy(anvil, workdir, challenge_window=CHALLENGE_WINDOW)
-    settings = Settings(
-        database_url=f"sqlite:///{workdir / 'market.db'}", rpc_url=anvil.url, registry=market.registry_path,
-        matcher_private_key=ANVIL_KEYS[MATCHER], verifier_private_key=ANVIL_KEYS[DEPLOYER],
-        verifier_sample_rate=0.0, confirmations=0, rate_limit_per_minute=10_000,
-    )
-    service = MarketService(settings)
+    service = MarketService(service_settings(market, workdir))
     service.book.load()
     with TestClient(create_app(service)) as client:
         market.stake(PROVIDER, 500 * USDC)
