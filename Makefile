@@ -65,5 +65,18 @@ demo: deploy  ## Start the devnet, deploy, print the registry
 	@$(PY) -m marketplace.registry
 	@echo "The devnet keeps running at http://127.0.0.1:$(DEVNET_PORT); stop it with 'make devnet-stop DEVNET_PORT=$(DEVNET_PORT)'."
 
+.PHONY: bench-gas lint
+
+bench-gas: compile  ## Gas benchmark on its own anvil; prints tables, rewrites the gas section of BENCHMARKS.md
+	$(PY) bench/gas/run.py
+
+# Slither through forge (foundry.toml, solc-js bridge) or, without foundry.toml, the bridge directly
+# (slither.config.json); forge's output goes to crytic-export/ so `make fuzz` artifacts are untouched.
+# Fails on any high/medium finding not triaged in slither.db.json (reasons: SECURITY-TRIAGE.md).
+lint: setup  ## Slither static analysis: fails on untriaged high/medium findings
+	@$(DROP_DEP_CACHE)
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" FOUNDRY_OUT=crytic-export/forge-out \
+		FOUNDRY_CACHE_PATH=crytic-export/forge-cache $(VENV)/bin/slither contracts --config-file slither.config.json
+
 clean: devnet-stop  ## Remove build outputs and local state (keeps .venv and node_modules)
 	rm -rf .build .run deployments .solcx contracts/.cache
