@@ -54,6 +54,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     uint256 public constant MAX_CHALLENGE_WINDOW = 30 days;
     uint256 private constant SECONDS_PER_HOUR = 3600;
     uint8 private constant FLAG_GREEN = 1;
+    /// @dev Gas each openDeals iteration must have left: an openDeal with an ERC-1271 signer and
+    ///      cold storage stays well below it. Without the check, a gas estimate could settle on a
+    ///      limit where inner calls run out of gas and are reported as refused pairings.
+    uint256 private constant MIN_GAS_PER_OPEN = 400_000;
 
     // ───────────────────────────── storage ─────────────────────────────
 
@@ -187,6 +191,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     function openDeals(Match[] calldata matches) external returns (uint256[] memory dealIds) {
         dealIds = new uint256[](matches.length);
         for (uint256 i = 0; i < matches.length; ++i) {
+            if (gasleft() < MIN_GAS_PER_OPEN) revert ComputeMarketInsufficientGas(gasleft(), MIN_GAS_PER_OPEN);
             Match calldata m = matches[i];
             try this.openDeal(m.offer, m.offerSignature, m.request, m.requestSignature, m.dealHours) returns (
                 uint256 dealId

@@ -167,6 +167,9 @@ interface IComputeMarket {
     error ComputeMarketNothingAccrued(uint256 dealId);
     /// @notice Thrown when a fee, collateral ratio or window is outside its bounds.
     error ComputeMarketParameterOutOfRange(uint256 value, uint256 maximum);
+    /// @notice Thrown when a batch runs too low on gas to attempt its next pairing, so an
+    ///         under-funded transaction reverts instead of recording out-of-gas as refused pairings.
+    error ComputeMarketInsufficientGas(uint256 available, uint256 required);
     /// @notice Thrown when a zero address is given where an account is required.
     error ComputeMarketZeroAddress();
 

@@ -12,7 +12,7 @@ from marketplace.service import MarketService
 from marketplace.signing import DealStatus, SettlementRule
 
 from devnet_market import (  # noqa: I001 - tests/service is on sys.path under pytest
-    HOUR, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, TREASURY, USDC, DevnetMarket, json_message, service_settings,
+    HOUR, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, USDC, DevnetMarket, json_message, service_settings,
 )
 
 pytestmark = pytest.mark.anvil
@@ -68,7 +68,7 @@ def open_through_api(market, service, client, *, gpu_model, provider=PROVIDER, t
 
 def test_lifecycle__offer_and_request_through_api__deal_settles_and_everyone_is_paid(env):
     market, service, client = env
-    provider, treasury = market.address(PROVIDER), market.address(TREASURY)
+    provider, treasury = market.address(PROVIDER), market.market.functions.treasury().call()
     vault = market.market.functions
     provider_before = vault.balanceOf(provider, market.usdc.address).call()
     treasury_before = vault.balanceOf(treasury, market.usdc.address).call()
