@@ -7,8 +7,11 @@ if ! command -v "$python" >/dev/null 2>&1; then
   echo "error: $python not found: install Python 3.11 or newer (or run make PYTHON=/path/to/python3.11)" >&2
   status=1
 elif ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
-  found=$("$python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))' 2>/dev/null || echo "?")
-  echo "error: Python $found is too old: install Python 3.11 or newer (or run make PYTHON=/path/to/python3.11)" >&2
+  if found=$("$python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))' 2>/dev/null); then
+    echo "error: Python $found is too old: install Python 3.11 or newer (or run make PYTHON=/path/to/python3.11)" >&2
+  else
+    echo "error: $python does not run: install Python 3.11 or newer (or run make PYTHON=/path/to/python3.11)" >&2
+  fi
   status=1
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -64,3 +64,14 @@ def test_check__python_missing__one_line_saying_install_python(bin_without_node)
     lines = result.stderr.splitlines()
     assert len(lines) == 2  # python and node are both absent from this PATH: one line each
     assert lines[0].startswith("error: python3 not found: install Python 3.11 or newer")
+
+
+def test_check__python_that_does_not_run__one_line_saying_so(tmp_path):
+    broken = tmp_path / "python3"
+    broken.write_text("#!/bin/sh\necho 'pyenv: python3: command not found' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    result = run_check(str(broken), os.environ["PATH"])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {broken} does not run: install Python 3.11 or newer (or run make PYTHON=/path/to/python3.11)"
+    ]
