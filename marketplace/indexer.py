@@ -129,8 +129,10 @@ class Indexer:
         cursor = self._cursor_or_start()
         target = self.gateway.block_number() - self.confirmations
         applied = chunks = retries = 0
+        verify = True  # after a chunk, the next one's parent-hash check covers the cursor block
         while True:
-            cursor = self._verified(cursor)
+            if verify:
+                cursor = self._verified(cursor)
             if cursor.block_number >= target or (max_chunks is not None and chunks >= max_chunks):
                 return applied
             end = min(target, cursor.block_number + self.chunk_size)
@@ -142,8 +144,9 @@ class Indexer:
                     log.warning("chain kept moving while reading blocks %d..%d; next poll retries",
                                 cursor.block_number + 1, end)
                     return applied
+                verify = True
                 continue
-            retries = 0
+            retries, verify = 0, False
             applied += self._write(cursor, chunk)
             cursor = Cursor(chunk.end, chunk.end_hash)
             chunks += 1

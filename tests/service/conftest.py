@@ -111,15 +111,23 @@ def gateway(devnet: DeployedDevnet) -> ChainGateway:
 # ───────────────────────────── database ─────────────────────────────
 
 
+@pytest.fixture(scope="session")
+def migrated_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database at the latest migration, copied by `make_db` (migrating is slow)."""
+    path = tmp_path_factory.mktemp("db-template") / "template.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def make_db(tmp_path: Path) -> Callable[[], Engine]:
+def make_db(tmp_path: Path, migrated_db_template: Path) -> Callable[[], Engine]:
     """Factory: a new, migrated SQLite database per call."""
     made = count()
 
     def make() -> Engine:
-        url = f"sqlite:///{tmp_path / f'market-{next(made)}.db'}"
-        migrate(url)
-        return make_engine(url)
+        path = tmp_path / f"market-{next(made)}.db"
+        shutil.copyfile(migrated_db_template, path)
+        return make_engine(f"sqlite:///{path}")
 
     return make
 

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session, select
 from web3.logs import DISCARD
 
-from marketplace.db.models import ChainCursor, ChainEvent, DealRow, OrderRow, OrderStatus
+from marketplace.db.models import ChainCursor, ChainEvent, DealRow, IndexedBlock, OrderRow, OrderStatus
 from marketplace.db.session import session_scope
 from marketplace.indexer import CURSOR_NAME, Indexer, IndexerError
 from marketplace.signing import DealStatus
@@ -242,7 +242,7 @@ def test_resync__same_chain__reproduces_the_db_exactly_also_in_a_new_db(gateway,
 
     assert indexer.resync() == len(incremental["events"])
     assert dump(engine) == incremental
-    assert rescan(*lifecycles["orders"], chunk_size=5) == incremental
+    assert rescan(*lifecycles["orders"], chunk_size=16) == incremental
 
 
 # ───────────────────────────── reorgs ─────────────────────────────
@@ -328,6 +328,10 @@ def test_reorg__devnet_reverted_below_sparse_block_hashes__walks_back_and_equals
     indexer = Indexer(gateway, engine, confirmations=0, chunk_size=10, keep_blocks=0)
     indexer.poll()
     assert deals_by_id(engine)[1].status == DealStatus.RUNNING
+    with Session(engine) as session:  # only the hashes of the origin, event blocks and the cursor are kept
+        kept = set(session.exec(select(IndexedBlock.number)).all())
+        event_blocks = set(session.exec(select(ChainEvent.block_number)).all())
+    assert kept == {indexer.origin(), market.head()} | event_blocks
 
     assert devnet.rpc("evm_revert", [snapshot]) is True  # a shorter chain: the cursor block is gone
     market.increase_time(3 * 3600)
@@ -339,19 +343,25 @@ def test_reorg__devnet_reverted_below_sparse_block_hashes__walks_back_and_equals
     assert deals_by_id(engine)[1].status == DealStatus.REFUNDED
 
 
-def test_reorg__during_a_chunk_read__chunk_is_reread_from_one_chain(market, gateway, engine, add_orders, rescan):
+@pytest.mark.parametrize("replacement", ["another_deal", "empty_block"])
+def test_reorg__during_a_chunk_read__chunk_is_reread_from_one_chain(
+        replacement, market, gateway, engine, add_orders, rescan):
+    """The head block changes after the indexer fetched it and before it reads the logs. Another
+    deal there is caught by the logs' block hashes, an emptied block by re-reading the chunk's
+    last block: either way the chunk is read again, never written from two chains."""
     market.fund(market.trainer, 100 * USDC)
     market.stake(market.provider, 100 * USDC)
     offer, request, other = market.offer(), market.request(), market.request(totalHours=3)
     add_orders(offer, request, other)
     market.open_deal(offer, request)
+    txs = [(market.tx(market.open_call(offer, other, 3), market.matcher), 0)] if replacement == "another_deal" else []
     real_get_logs = gateway.get_logs
     calls = []
 
     def get_logs_racing_a_reorg(start: int, end: int):
         calls.append((start, end))
-        if len(calls) == 1:  # after the indexer fetched the chunk's blocks, before it reads logs
-            market.reorg(1, [(market.tx(market.open_call(offer, other, 3), market.matcher), 0)])
+        if len(calls) == 1:
+            market.reorg(1, txs)
         return real_get_logs(start, end)
 
     gateway.get_logs = get_logs_racing_a_reorg
@@ -359,8 +369,13 @@ def test_reorg__during_a_chunk_read__chunk_is_reread_from_one_chain(market, gate
     indexer.poll()
 
     assert len(calls) == 2
+    assert indexer.reorgs == 0
     assert dump(engine) == rescan(offer, request, other)
-    assert (deals_by_id(engine)[1].request_hash, deals_by_id(engine)[1].deal_hours) == (other.hash, 3)
+    deals = deals_by_id(engine)
+    if replacement == "another_deal":
+        assert (deals[1].request_hash, deals[1].deal_hours) == (other.hash, 3)
+    else:
+        assert deals == {}
 
 
 def test_poll__cursor_moved_by_another_writer__raises_and_writes_nothing(market, gateway, engine):
