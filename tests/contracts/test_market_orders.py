@@ -584,6 +584,18 @@ def test_open_deals__replay_unstaked_provider_and_emptied_vault__each_failure_ca
     assert market.orderState(offer.struct_hash()) == (2 * GPUS * HOURS, False)
 
 
+def test_open_deals__too_little_gas_for_the_next_pairing__whole_batch_reverts_insufficient_gas(
+    market, usdc, trainer, make_offer, make_request, pairing, matcher
+):
+    # Out-of-gas must not be recorded as refused pairings: the batch reverts, the first deal too.
+    offer, first, second = make_offer(), make_request(), make_request()
+    with reverts(market.ComputeMarketInsufficientGas, required=400_000):
+        market.openDeals([pairing(offer, first), pairing(offer, second)], sender=matcher, gas=600_000)
+    assert market.dealCount() == 0
+    assert market.orderState(first.struct_hash()) == (0, False)
+    assert market.balanceOf(trainer, usdc) == VAULT
+
+
 # ───────────────────────────── cancel and counter ─────────────────────────────
 
 
