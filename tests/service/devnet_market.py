@@ -151,12 +151,31 @@ class DevnetMarket:
         return "0x" + order.sign(ANVIL_KEYS[index], self.w3.eth.chain_id, self.market.address).hex()
 
 
+def fresh_database_url(workdir: Path, name: str = "market") -> str:
+    """A new empty database: SQLite in `workdir`, or, when MARKET_TEST_POSTGRES_URL is set (e.g.
+    postgresql+psycopg://postgres:postgres@127.0.0.1/postgres), a new PostgreSQL database there."""
+    admin_url = os.environ.get("MARKET_TEST_POSTGRES_URL")
+    if not admin_url:
+        return f"sqlite:///{workdir / (name + '.db')}"
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    database = f"{name}_test_{uuid.uuid4().hex[:12]}"
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    return url.set(database=database).render_as_string(hide_password=False)
+
+
 def service_settings(market: DevnetMarket, workdir: Path, **overrides):
-    """Settings for a MarketService on this devnet: SQLite in `workdir`, matcher and verifier keys."""
+    """Settings for a MarketService on this devnet: a fresh database, matcher and verifier keys."""
     from marketplace.config import Settings
 
     values = dict(
-        database_url=f"sqlite:///{workdir / 'market.db'}", rpc_url=market.devnet.url, registry=market.registry_path,
+        database_url=fresh_database_url(workdir), rpc_url=market.devnet.url, registry=market.registry_path,
         matcher_private_key=ANVIL_KEYS[MATCHER], verifier_private_key=ANVIL_KEYS[DEPLOYER],
         verifier_sample_rate=0.0, confirmations=0, rate_limit_per_minute=10_000,
     )

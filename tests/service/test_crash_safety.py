@@ -24,7 +24,8 @@ from marketplace.devnet import free_port
 from marketplace.signing import DealStatus
 
 from devnet_market import (  # noqa: I001 - tests/service is on sys.path under pytest
-    ANVIL_KEYS, DEPLOYER, HOUR, MATCHER, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, USDC, DevnetMarket, json_message,
+    ANVIL_KEYS, DEPLOYER, HOUR, MATCHER, PROVIDER, PROVIDER_2, TRAINER, TRAINER_2, USDC, DevnetMarket, fresh_database_url,
+    json_message,
 )
 
 pytestmark = pytest.mark.anvil
@@ -43,7 +44,7 @@ class ServiceProcess:
         self.log = open(workdir / "service.log", "ab")  # noqa: SIM115 - closed in stop()
         self.env = {
             **os.environ,
-            "MARKET_DATABASE_URL": f"sqlite:///{workdir / 'market.db'}",
+            "MARKET_DATABASE_URL": fresh_database_url(workdir),
             "MARKET_RPC_URL": market.devnet.url,
             "MARKET_REGISTRY": str(market.registry_path),
             "MARKET_MATCHER_PRIVATE_KEY": ANVIL_KEYS[MATCHER],
@@ -220,7 +221,7 @@ def test_service__sigkilled_20_times_while_matching_and_settling__loses_and_doub
     from marketplace.chain.gateway import ChainGateway
     from marketplace.indexer import Indexer
 
-    fresh_url = f"sqlite:///{tmp_path / 'resync.db'}"
+    fresh_url = fresh_database_url(tmp_path, "resync")
     migrate(fresh_url)
     fresh = make_engine(fresh_url)
     indexer = Indexer(ChainGateway(market.devnet.url, market.registry), fresh, confirmations=0)
