@@ -74,7 +74,7 @@ def reverts(error, **inputs):
     another contract underneath (ProviderStaking under ComputeMarket), nor — under the ape-test
     provider — revert data that contains a 0x27 byte; such a revert satisfies any expectation.
     It also skips input names the error does not have. Here the revert must be `error`, with every
-    named input present and equal, whatever Ape made of it.
+    named input present and equal, whatever Ape made of it; `info.inputs` holds all decoded inputs.
     """
     names = [i.name for i in error.abi.inputs]
     assert set(inputs) <= set(names), f"{error.abi.name} has no input(s) {sorted(set(inputs) - set(names))}"
@@ -83,12 +83,13 @@ def reverts(error, **inputs):
     raised = info.value
     if isinstance(raised, CustomError):
         assert raised.abi.selector == error.abi.selector, f"expected {error.abi.name}, got {raised.abi.name}"
+        info.inputs = dict(raised.inputs)
         return
     data = revert_data(raised)
     assert data[:4] == selector(error), f"expected {error.abi.name}, got revert data 0x{data.hex()}"
-    decoded = dict(zip(names, abi_decode([i.type for i in error.abi.inputs], data[4:]), strict=True))
+    info.inputs = dict(zip(names, abi_decode([i.type for i in error.abi.inputs], data[4:]), strict=True))
     for name, expected in inputs.items():
-        assert _norm(decoded[name]) == _norm(expected), f"{name}: expected {expected}, got {decoded[name]}"
+        assert _norm(info.inputs[name]) == _norm(expected), f"{name}: expected {expected}, got {info.inputs[name]}"
 
 
 # ───────────────────────────── fixtures ─────────────────────────────
@@ -589,8 +590,9 @@ def test_open_deals__too_little_gas_for_the_next_pairing__whole_batch_reverts_in
 ):
     # Out-of-gas must not be recorded as refused pairings: the batch reverts, the first deal too.
     offer, first, second = make_offer(), make_request(), make_request()
-    with reverts(market.ComputeMarketInsufficientGas, required=400_000):
+    with reverts(market.ComputeMarketInsufficientGas) as info:
         market.openDeals([pairing(offer, first), pairing(offer, second)], sender=matcher, gas=600_000)
+    assert info.inputs["available"] < info.inputs["required"]
     assert market.dealCount() == 0
     assert market.orderState(first.struct_hash()) == (0, False)
     assert market.balanceOf(trainer, usdc) == VAULT
