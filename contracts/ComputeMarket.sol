@@ -54,10 +54,14 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     uint256 public constant MAX_CHALLENGE_WINDOW = 30 days;
     uint256 private constant SECONDS_PER_HOUR = 3600;
     uint8 private constant FLAG_GREEN = 1;
-    /// @dev Gas each openDeals iteration must have left: an openDeal with an ERC-1271 signer and
-    ///      cold storage stays well below it. Without the check, a gas estimate could settle on a
-    ///      limit where inner calls run out of gas and are reported as refused pairings.
-    uint256 private constant MIN_GAS_PER_OPEN = 400_000;
+    /// @dev Gas given to each pairing of openDeals: an honest openDeal (cold storage, ERC-1271
+    ///      signers) stays well below it, and a pairing whose contract signer burns gas can burn
+    ///      only this much, so it fails alone instead of starving the rest of the batch.
+    uint256 private constant OPEN_GAS_LIMIT = 400_000;
+    /// @dev What must be left to forward OPEN_GAS_LIMIT (the 63/64 rule) and record the outcome.
+    ///      Checking it makes an under-funded batch revert instead of reporting out-of-gas as
+    ///      refused pairings, so gas estimation finds a limit that lets every pairing run.
+    uint256 private constant MIN_GAS_PER_OPEN = OPEN_GAS_LIMIT + OPEN_GAS_LIMIT / 63 + 20_000;
 
     // ───────────────────────────── storage ─────────────────────────────
 
@@ -193,7 +197,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         for (uint256 i = 0; i < matches.length; ++i) {
             if (gasleft() < MIN_GAS_PER_OPEN) revert ComputeMarketInsufficientGas(gasleft(), MIN_GAS_PER_OPEN);
             Match calldata m = matches[i];
-            try this.openDeal(m.offer, m.offerSignature, m.request, m.requestSignature, m.dealHours) returns (
+            try this.openDeal{gas: OPEN_GAS_LIMIT}(
+                m.offer, m.offerSignature, m.request, m.requestSignature, m.dealHours
+            ) returns (
                 uint256 dealId
             ) {
                 dealIds[i] = dealId;

@@ -1,16 +1,14 @@
 """openDeals against a pairing whose ERC-1271 signer burns all the gas it is forwarded.
 
-SignatureChecker forwards all but 1/64 of the gas to `isValidSignature`, and openDeals forwards
-all but 1/64 to each `this.openDeal`, so one such pairing leaves ~1/32 of the batch's gas; the
-next iteration then hits the MIN_GAS_PER_OPEN check and the whole batch reverts. The submitter
-pays (nearly) the full gas limit and every honest pairing in the batch is lost, for an order that
-costs the griefer nothing (an eth_call can be answered honestly and the mined call not).
+SignatureChecker forwards all but 1/64 of the gas to `isValidSignature`. Were each `this.openDeal`
+given all the batch's gas, one such pairing would starve every later one and revert the batch (an
+order that costs the griefer nothing: an eth_call can be answered honestly and the mined call not).
+openDeals therefore caps each pairing's gas, so the griefing pairing fails alone.
 """
 
 from __future__ import annotations
 
 import pytest
-from ape.exceptions import ContractLogicError
 
 from marketplace.signing import Offer
 
@@ -24,12 +22,6 @@ def _pairing(offer: Offer, request, sign, provider, trainer):
     return (offer.as_tuple(), sign(offer, provider), request.as_tuple(), sign(request, trainer), request.totalHours)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ContractLogicError,
-    reason="BUG: a gas-burning ERC-1271 pairing reverts the whole openDeals batch "
-    "(ComputeMarketInsufficientGas) instead of failing alone; cap the gas of each try-call",
-)
 def test_open_deals__gas_burning_1271_signer_first__fails_alone_and_honest_pairing_opens(
     market, make_offer, make_request, sign, provider, trainer, matcher, funded, griefer
 ):
