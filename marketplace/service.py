@@ -72,7 +72,7 @@ class MarketService:
         steps = [
             ("sender", self.sender.pump),
             ("book", self.book.after_pump),
-            ("indexer", self.indexer.poll),
+            ("indexer", lambda: self.indexer.poll(max_chunks=5)),  # bounded: never starve the sender
             ("keeper", self.keeper.tick),
         ]
         if self.verifier is not None:

@@ -158,8 +158,8 @@ class DealRow(SQLModel, table=True):
     deal_id: int = Field(primary_key=True)
     provider: str = Field(index=True, max_length=42)
     buyer: str = Field(index=True, max_length=42)
-    offer_hash: str = Field(max_length=66)
-    request_hash: str = Field(max_length=66)
+    offer_hash: str = Field(index=True, max_length=66)
+    request_hash: str = Field(index=True, max_length=66)
     job_spec_hash: str = Field(max_length=66)
     token: str = Field(max_length=42)
     price_per_gpu_hour: str

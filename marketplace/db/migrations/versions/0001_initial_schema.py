@@ -91,7 +91,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('deals', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_deals_buyer'), ['buyer'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deals_offer_hash'), ['offer_hash'], unique=False)
         batch_op.create_index(batch_op.f('ix_deals_provider'), ['provider'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deals_request_hash'), ['request_hash'], unique=False)
         batch_op.create_index(batch_op.f('ix_deals_status'), ['status'], unique=False)
 
     op.create_table('indexed_blocks',
@@ -200,7 +202,9 @@ def downgrade() -> None:
     op.drop_table('indexed_blocks')
     with op.batch_alter_table('deals', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_deals_status'))
+        batch_op.drop_index(batch_op.f('ix_deals_request_hash'))
         batch_op.drop_index(batch_op.f('ix_deals_provider'))
+        batch_op.drop_index(batch_op.f('ix_deals_offer_hash'))
         batch_op.drop_index(batch_op.f('ix_deals_buyer'))
 
     op.drop_table('deals')
