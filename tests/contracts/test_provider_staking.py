@@ -4,6 +4,7 @@ Every revert path is matched by its custom error; `strict_reverts` additionally 
 revert really decoded to that error (a bare `ape.reverts(Error)` lets an undecodable revert pass).
 """
 
+from ast import literal_eval
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -38,10 +39,21 @@ def strict_reverts(error):
     if isinstance(raised, CustomError) and raised.abi.selector == error.abi.selector:
         pass  # the same error, decoded through another handle (e.g. a contract container)
     elif not isinstance(raised, error):
-        data = HexBytes(raised.revert_message if str(raised.revert_message).startswith("0x") else "0x")
+        data = revert_data(raised)
         assert data[:4] == keccak(text=error.abi.selector)[:4], f"expected {error.abi.signature}, got {raised!r}"
         raised = error(error.abi, ape.chain.provider.network.ecosystem.decode_calldata(error.abi, data[4:]))
     box.value = raised
+
+
+def revert_data(raised):
+    """The raw revert data of an undecoded revert. Ape's in-process provider reports it as hex, or
+    as a bytes repr (`b"..."` is left unconverted when the data contains a quote character)."""
+    message = str(raised.revert_message or "")
+    if message.startswith("0x"):
+        return HexBytes(message)
+    if message[:2] in ('b"', "b'"):
+        return HexBytes(literal_eval(message))
+    return HexBytes(b"")
 
 
 @pytest.fixture(scope="module")
