@@ -1,0 +1,660 @@
+"""Frequent batch auctions: allocate a window of orders to maximise gains from trade.
+
+Problem
+-------
+For every compatible, crossing pair (offer o, request r) -- same rule as
+continuous matching, see ``compat`` -- choose deal hours ``x[o,r]``, either 0
+or within ``[lo, hi]`` with ``lo = max(o.min_hours, r.min_hours)`` and
+``hi = min(o.max_hours, r.hours left, o.capacity left // r.gpu_count,
+hours until o.available_until)``, to
+
+    maximise   welfare = sum (r.max_price - o.price) * r.gpu_count * x[o,r]
+    subject to sum_o x[o,r]               <= r.hours left          (each request)
+               sum_r r.gpu_count * x[o,r] <= o.capacity left       (each offer)
+
+One deal per pair, as in continuous matching. All deals of a window open at
+``now`` (the window's close), so time bounds are evaluated at ``now``.
+
+Methods
+-------
+* ``"lp"`` (default): the LP relaxation (``0 <= x <= hi``) solved by HiGHS
+  (``scipy.optimize.linprog``) with column generation -- start from each
+  request's cheapest and each offer's highest-bidding partners, price every
+  other pair with the duals, add the ones with positive reduced cost, repeat
+  until none is left -- then round down, drop deals below ``lo`` and refill
+  what is left greedily. The LP duals give an upper bound on the optimum
+  (see ``upper_bound`` below), so the result carries its own certified gap.
+* ``"exact"``: the mixed-integer program itself (semi-integer variables) solved
+  by HiGHS branch-and-bound (``scipy.optimize.milp``); optimal when it finishes
+  within ``time_limit`` (reported either way, with HiGHS's dual bound).
+* ``"greedy"``: pairs by surplus per GPU-hour, largest first; no bound. A baseline.
+
+Price rule and the clearing price
+---------------------------------
+Every deal settles at its offer's ask (pay-as-ask, what the contract
+enforces). For each market (token, GPU model, region) the result reports a
+uniform *clearing price*: the ask of the marginal -- most expensive -- offer
+that trades in this batch. It is the market's price index; every deal in that
+market pays its own ask, which is <= the clearing price, and every request
+that trades there bid >= its deal price. Observers can check both from the
+deals and the orders (``verify_batch``).
+
+Certificate
+-----------
+For any non-negative ``w[r]`` (value of one more hour for request r) and
+``u[o]`` (value of one more GPU-hour of offer o),
+
+    B = sum_r H[r] w[r] + sum_o C[o] u[o]
+        + sum_pairs hi[o,r] * max(0, g[r] (r.max_price - o.price) - w[r] - g[r] u[o])
+
+bounds the welfare of every feasible allocation (LP weak duality; the integer
+problem only has fewer solutions). The result publishes ``w`` and ``u``, so
+anyone can recompute ``B`` over all pairs and check ``welfare >= (1 - gap) B``.
+
+Determinism: candidate pairs are built and ordered canonically (request
+arrival, then offer ask, then offer arrival); HiGHS is deterministic for a
+given model; rounding and refill follow an explicit order (surplus per
+GPU-hour, then request arrival, then offer ask, then offer arrival). Ties
+between equally good allocations are thus broken deterministically, not by a
+fairness rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+
+from .book import offer_signature, request_signature
+from .catalog import ANY_GPU_MODEL
+from .compat import deal_hours_bounds, is_live, prices_cross, statically_compatible
+from .deals import Deal
+from .errors import DuplicateOrder, InvalidQuantity, MatchingError, SolverError
+from .orders import MAX_HOURS, SECONDS_PER_HOUR, Offer, Order, Request
+
+Method = Literal["lp", "exact", "greedy"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    method: Method = "lp"
+    time_limit: float | None = None  # seconds, for the HiGHS calls ("exact", and each LP round)
+    mip_rel_gap: float = 0.0  # "exact": stop when within this relative gap of HiGHS's bound
+    initial_partners: int = 3  # "lp": columns to start from, per request and per offer
+    added_per_round: int = 5  # "lp": most attractive new columns per request and round
+    max_rounds: int = 50  # "lp": column-generation rounds (the bound stays valid if cut short)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketPrice:
+    """Price index of one market in one batch."""
+
+    token: str
+    gpu_model: int
+    region: int
+    clearing_price: int  # ask of the most expensive offer that trades (marginal ask)
+    lowest_price: int  # cheapest ask that trades
+    volume_gpu_hours: int
+    deal_count: int
+    average_price: int  # volume-weighted, rounded down
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    now: int
+    method: Method
+    deals: tuple[Deal, ...]
+    welfare: int
+    upper_bound: float | None  # certified bound on the optimum (None for "greedy")
+    gap: float | None  # (upper_bound - welfare) / upper_bound
+    optimal: bool  # welfare proven optimal (within 1e-9 relative)
+    prices: tuple[MarketPrice, ...]
+    offer_remaining: Mapping[str, int]  # capacity (GPU-hours) left, every offer in the window
+    request_remaining: Mapping[str, int]  # hours left, every request in the window
+    request_values: Mapping[str, float] = field(default_factory=dict)  # w: certificate duals
+    offer_values: Mapping[str, float] = field(default_factory=dict)  # u: certificate duals
+    candidate_pairs: int = 0
+    rounds: int = 0
+    seconds: float = 0.0
+
+    def digest(self) -> str:
+        """sha256 of the allocation (deals, welfare, prices): equal iff byte-identical outcomes."""
+        payload = {
+            "now": self.now,
+            "deals": [list(d.as_tuple()) for d in self.deals],
+            "welfare": str(self.welfare),
+            "prices": [
+                [p.token, p.gpu_model, p.region, str(p.clearing_price), str(p.lowest_price), p.volume_gpu_hours]
+                for p in self.prices
+            ],
+        }
+        return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+class BatchVerificationError(MatchingError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s): " + "; ".join(problems[:5]))
+
+
+# ------------------------------------------------------------------ candidates
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Every pair that could trade in the window, in canonical order, as arrays."""
+
+    offers: list[Offer]
+    requests: list[Request]
+    offer_capacity: np.ndarray  # per offer: GPU-hours left
+    request_hours: np.ndarray  # per request: hours left
+    request_gpus: np.ndarray  # per request: gpu_count
+    ask_rank: np.ndarray  # per offer: rank of its ask among all prices (exact order, no overflow)
+    r: np.ndarray  # per pair: request index
+    o: np.ndarray  # per pair: offer index
+    lo: np.ndarray  # per pair: minimum deal hours
+    hi: np.ndarray  # per pair: maximum deal hours
+    surplus: np.ndarray  # per pair: (bid - ask) per GPU-hour, float64 (exact ints are recomputed)
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+
+def _check_window(
+    offers: Sequence[Offer], requests: Sequence[Request], remaining: Mapping[str, int] | None
+) -> None:
+    full: dict[str, int] = {}
+    for order in offers:
+        if not isinstance(order, Offer):
+            raise TypeError(f"offers must be Offer objects, got {type(order).__name__}")
+        if order.order_id in full:
+            raise DuplicateOrder(order.order_id)
+        full[order.order_id] = order.capacity_gpu_hours
+    for order in requests:
+        if not isinstance(order, Request):
+            raise TypeError(f"requests must be Request objects, got {type(order).__name__}")
+        if order.order_id in full:
+            raise DuplicateOrder(order.order_id)
+        full[order.order_id] = order.hours
+    for order_id, left in (remaining or {}).items():
+        if order_id not in full or type(left) is not int or left < 0:
+            raise InvalidQuantity("remaining", (order_id, left), "must name an order of the window, >= 0")
+        if left > full[order_id]:
+            raise InvalidQuantity("remaining", (order_id, left), f"exceeds the order's quantity {full[order_id]}")
+
+
+def build_candidates(
+    offers: Sequence[Offer], requests: Sequence[Request], now: int, remaining: Mapping[str, int] | None = None
+) -> Candidates:
+    """All compatible, live, strictly crossing pairs with a feasible deal size.
+
+    Zero-surplus pairs are left out: they add volume but no welfare. Pairs
+    are built group by group (orders with equal static signature), so the
+    work is proportional to the number of crossing pairs, not offers x requests.
+    """
+    remaining = remaining or {}
+    offers = list(offers)
+    requests = list(requests)
+    n_o, n_r = len(offers), len(requests)
+    cap = np.array([remaining.get(o.order_id, o.capacity_gpu_hours) for o in offers], dtype=np.int64)
+    hours = np.array([remaining.get(r.order_id, r.hours) for r in requests], dtype=np.int64)
+    gpus = np.array([r.gpu_count for r in requests], dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    if n_o == 0 or n_r == 0:
+        return Candidates(offers, requests, cap, hours, gpus, empty, empty, empty, empty, empty, np.zeros(0))
+
+    # Exact price order without int64 overflow: compare ranks of the (arbitrary-size) integers.
+    all_prices = sorted({o.price_per_gpu_hour for o in offers} | {r.max_price_per_gpu_hour for r in requests})
+    rank = {p: i for i, p in enumerate(all_prices)}
+    ask_rank = np.array([rank[o.price_per_gpu_hour] for o in offers], dtype=np.int64)
+    bid_rank = np.array([rank[r.max_price_per_gpu_hour] for r in requests], dtype=np.int64)
+    ask = np.array([float(o.price_per_gpu_hour) for o in offers])
+    bid = np.array([float(r.max_price_per_gpu_hour) for r in requests])
+
+    offer_live = np.array([o.deadline >= now for o in offers]) & (
+        cap >= np.array([o.min_hours for o in offers], dtype=np.int64)
+    )
+    request_live = np.array([r.deadline >= now for r in requests]) & (
+        hours >= np.array([r.min_hours for r in requests], dtype=np.int64)
+    )
+
+    # Static signature groups (dict insertion order: deterministic).
+    osig: dict[tuple, int] = {}
+    offer_group = np.array([osig.setdefault(offer_signature(o), len(osig)) for o in offers], dtype=np.int64)
+    rsig: dict[tuple, int] = {}
+    request_group = np.array([rsig.setdefault(request_signature(r), len(rsig)) for r in requests], dtype=np.int64)
+    tokens: dict[str, int] = {}
+    og = list(osig)
+    rg = list(rsig)
+    o_tok = np.array([tokens.setdefault(s[0], len(tokens)) for s in og])
+    r_tok = np.array([tokens.setdefault(s[0], len(tokens)) for s in rg])
+    o_model, o_region, o_green, o_count, o_vram = (np.array([s[i] for s in og], dtype=np.int64) for i in range(1, 6))
+    r_model, r_mask, r_green_only, r_count, r_min_vram = (
+        np.array([s[i] for s in rg], dtype=np.int64) for i in range(1, 6)
+    )  # effective masks only use catalogued region bits: fits int64
+    compatible = (
+        (r_tok[:, None] == o_tok[None, :])
+        & ((r_model[:, None] == ANY_GPU_MODEL) | (r_model[:, None] == o_model[None, :]))
+        & (o_count[None, :] >= r_count[:, None])
+        & (o_vram[None, :] >= r_min_vram[:, None])
+        & (((r_mask[:, None] >> o_region[None, :]) & 1) == 1)
+        & ((o_green[None, :] == 1) | (r_green_only[:, None] == 0))
+    )
+    group_r, group_o = np.nonzero(compatible)  # row-major: deterministic
+
+    # Live offers sorted by (group, ask rank, position): each group is a contiguous, price-sorted run.
+    live_offers = np.flatnonzero(offer_live)
+    offers_sorted = live_offers[np.lexsort((live_offers, ask_rank[live_offers], offer_group[live_offers]))]
+    sorted_group = offer_group[offers_sorted]
+    group_start = np.searchsorted(sorted_group, np.arange(len(og)), side="left")
+    # Live requests by group.
+    live_requests = np.flatnonzero(request_live)
+    requests_sorted = live_requests[np.argsort(request_group[live_requests], kind="stable")]
+    r_group_sorted = request_group[requests_sorted]
+    r_start = np.searchsorted(r_group_sorted, np.arange(len(rg)), side="left")
+    r_end = np.searchsorted(r_group_sorted, np.arange(len(rg)), side="right")
+
+    # (request, offer group) combinations.
+    per_pair = r_end[group_r] - r_start[group_r]
+    combo_pair = np.repeat(np.arange(len(group_r)), per_pair)
+    offset = np.arange(len(combo_pair)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    combo_r = requests_sorted[r_start[group_r][combo_pair] + offset]
+    combo_og = group_o[combo_pair]
+    # Crossing offers of a group are a prefix of its price-sorted run: ask rank < bid rank.
+    key = sorted_group * (len(all_prices) + 1) + ask_rank[offers_sorted]
+    first = group_start[combo_og]
+    last = np.searchsorted(key, combo_og * (len(all_prices) + 1) + bid_rank[combo_r], side="left")
+    n_cross = np.maximum(last - first, 0)
+    pair_combo = np.repeat(np.arange(len(combo_r)), n_cross)
+    pair_offset = np.arange(len(pair_combo)) - np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
+    pr = combo_r[pair_combo]
+    po = offers_sorted[first[pair_combo] + pair_offset]
+
+    o_min = np.array([o.min_hours for o in offers], dtype=np.int64)
+    o_max = np.array([o.max_hours for o in offers], dtype=np.int64)
+    o_until = np.array([min((o.available_until - now) // SECONDS_PER_HOUR, MAX_HOURS) for o in offers], dtype=np.int64)
+    r_min = np.array([r.min_hours for r in requests], dtype=np.int64)
+    lo = np.maximum(o_min[po], r_min[pr])
+    hi = np.minimum(np.minimum(o_max[po], hours[pr]), np.minimum(cap[po] // gpus[pr], o_until[po]))
+    keep = lo <= hi
+    pr, po, lo, hi = pr[keep], po[keep], lo[keep], hi[keep]
+    order = np.lexsort((po, ask_rank[po], pr))  # canonical: request arrival, then ask, then offer arrival
+    pr, po, lo, hi = pr[order], po[order], lo[order], hi[order]
+    return Candidates(offers, requests, cap, hours, gpus, ask_rank, pr, po, lo, hi, bid[pr] - ask[po])
+
+
+# -------------------------------------------------------------------- solvers
+
+
+def _constraint_matrix(c: Candidates, cols: np.ndarray):  # type: ignore[no-untyped-def]
+    from scipy.sparse import csc_array
+
+    n_r = len(c.requests)
+    m = len(cols)
+    rows = np.concatenate([c.r[cols], n_r + c.o[cols]])
+    idx = np.concatenate([np.arange(m), np.arange(m)])
+    vals = np.concatenate([np.ones(m), c.request_gpus[c.r[cols]].astype(np.float64)])
+    return csc_array((vals, (rows, idx)), shape=(n_r + len(c.offers), m))
+
+
+def _first_k_per_group(group: np.ndarray, sort_key: np.ndarray, k: int) -> np.ndarray:
+    order = np.lexsort((np.arange(len(group)), sort_key, group))
+    g = group[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1] if len(g) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    return order[rank < k]
+
+
+def _dual_bound(c: Candidates, w: np.ndarray, u: np.ndarray) -> float:
+    """Weak-duality bound on the welfare of any feasible allocation, for any w, u >= 0."""
+    g = c.request_gpus[c.r]
+    slack = np.maximum(0.0, g * c.surplus - w[c.r] - g * u[c.o])
+    return float(c.request_hours @ w + c.offer_capacity @ u + c.hi @ slack)
+
+
+def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Column generation on the LP relaxation; returns (x, w, u, rounds)."""
+    from scipy.optimize import linprog
+
+    n = len(c)
+    n_r = len(c.requests)
+    g = c.request_gpus[c.r].astype(np.float64)
+    value = g * c.surplus  # objective per deal-hour
+    scale = float(value.max())
+    cost = -value / scale  # linprog minimises; scaled to keep HiGHS well conditioned
+    bid = np.array([float(r.max_price_per_gpu_hour) for r in c.requests])
+    ask = np.array([float(o.price_per_gpu_hour) for o in c.offers])
+    selected = np.zeros(n, dtype=bool)
+    selected[_first_k_per_group(c.r, ask[c.o], config.initial_partners)] = True
+    selected[_first_k_per_group(c.o, -bid[c.r], config.initial_partners)] = True
+    b_ub = np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64)
+    options = {} if config.time_limit is None else {"time_limit": config.time_limit}
+    x_full = np.zeros(n)
+    y = np.zeros(n_r + len(c.offers))
+    rounds = 0
+    while rounds < config.max_rounds:
+        rounds += 1
+        cols = np.flatnonzero(selected)
+        res = linprog(
+            cost[cols],
+            A_ub=_constraint_matrix(c, cols),
+            b_ub=b_ub,
+            bounds=np.stack([np.zeros(len(cols)), c.hi[cols].astype(np.float64)], axis=1),
+            method="highs-ds",
+            options=options,
+        )
+        if res.status != 0 or res.x is None:
+            raise SolverError(f"LP relaxation failed: {res.message}")
+        x_full[:] = 0.0
+        x_full[cols] = res.x
+        y = res.ineqlin.marginals  # <= 0: d(cost)/d(b_ub)
+        reduced = cost - (y[c.r] + g * y[n_r + c.o])
+        attractive = np.flatnonzero(~selected & (reduced < -1e-9))
+        if len(attractive) == 0:
+            break
+        best = _first_k_per_group(c.r[attractive], reduced[attractive], config.added_per_round)
+        selected[attractive[best]] = True
+    w = np.maximum(0.0, -y[:n_r]) * scale
+    u = np.maximum(0.0, -y[n_r:]) * scale
+    return x_full, w, u, rounds
+
+
+def _round_and_refill(c: Candidates, x: np.ndarray) -> np.ndarray:
+    """Integral, feasible deal hours from a fractional solution; then fill what is left."""
+    hours = np.floor(x + 1e-6).astype(np.int64)
+    hours = np.minimum(hours, c.hi)
+    hours[hours < c.lo] = 0
+    return _greedy_fill(c, hours)
+
+
+def _greedy_fill(c: Candidates, hours: np.ndarray) -> np.ndarray:
+    hours = hours.copy()
+    g = c.request_gpus[c.r]
+    request_left = c.request_hours - np.bincount(c.r, weights=hours, minlength=len(c.requests)).astype(np.int64)
+    offer_left = c.offer_capacity - np.bincount(c.o, weights=hours * g, minlength=len(c.offers)).astype(np.int64)
+    # Only pairs that could still grow: saves the Python loop most of the pairs.
+    grow = np.flatnonzero(
+        (hours < c.hi)
+        & (request_left[c.r] >= np.where(hours > 0, 1, c.lo))
+        & (offer_left[c.o] >= g * np.where(hours > 0, 1, c.lo))
+    )
+    # Explicit tie-breaking: surplus per GPU-hour, then request arrival, then ask, then offer arrival.
+    order = grow[np.lexsort((c.o[grow], c.ask_rank[c.o[grow]], c.r[grow], -c.surplus[grow]))].tolist()
+    req_left = request_left.tolist()
+    off_left = offer_left.tolist()
+    r_list, o_list, lo_list, hi_list, g_list = c.r.tolist(), c.o.tolist(), c.lo.tolist(), c.hi.tolist(), g.tolist()
+    for i in order:
+        r, o, gpu = r_list[i], o_list[i], g_list[i]
+        current = int(hours[i])
+        extra = min(hi_list[i] - current, req_left[r], off_left[o] // gpu)
+        if extra <= 0 or current + extra < lo_list[i]:
+            continue
+        hours[i] = current + extra
+        req_left[r] -= extra
+        off_left[o] -= gpu * extra
+    return hours
+
+
+def _solve_exact(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, float, bool]:
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n = len(c)
+    g = c.request_gpus[c.r].astype(np.float64)
+    value = g * c.surplus
+    scale = float(value.max())
+    options: dict[str, object] = {"mip_rel_gap": config.mip_rel_gap}
+    if config.time_limit is not None:
+        options["time_limit"] = config.time_limit
+    res = milp(
+        -value / scale,
+        integrality=np.full(n, 3),  # semi-integer: 0 or an integer in [lo, hi]
+        bounds=Bounds(c.lo.astype(np.float64), c.hi.astype(np.float64)),
+        constraints=LinearConstraint(
+            _constraint_matrix(c, np.arange(n)),
+            -np.inf,
+            np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64),
+        ),
+        options=options,
+    )
+    if res.x is None:
+        raise SolverError(f"MILP returned no solution: {res.message}")
+    hours = np.round(res.x).astype(np.int64)
+    hours[hours < c.lo] = 0
+    bound = -float(res.mip_dual_bound) * scale if getattr(res, "mip_dual_bound", None) is not None else math.nan
+    return hours, bound, res.status == 0
+
+
+# ------------------------------------------------------------------- assembly
+
+
+def _market_prices(deals: Sequence[Deal], offers: Mapping[str, Offer]) -> tuple[MarketPrice, ...]:
+    markets: dict[tuple[str, int, int], list[Deal]] = {}
+    for d in deals:
+        o = offers[d.offer_id]
+        markets.setdefault((o.token, o.gpu_model, o.region), []).append(d)
+    prices = []
+    for (token, model, region), ds in sorted(markets.items()):
+        volume = sum(d.gpu_hours for d in ds)
+        prices.append(
+            MarketPrice(
+                token=token,
+                gpu_model=model,
+                region=region,
+                clearing_price=max(d.price_per_gpu_hour for d in ds),
+                lowest_price=min(d.price_per_gpu_hour for d in ds),
+                volume_gpu_hours=volume,
+                deal_count=len(ds),
+                average_price=sum(d.cost for d in ds) // volume,
+            )
+        )
+    return tuple(prices)
+
+
+def clear_batch(
+    offers: Sequence[Offer],
+    requests: Sequence[Request],
+    now: int,
+    *,
+    remaining: Mapping[str, int] | None = None,
+    config: BatchConfig = BatchConfig(),
+) -> BatchResult:
+    """Allocate one window. ``remaining`` overrides quantities of orders carried over
+    from earlier windows (offer: GPU-hours, request: hours). Pure: inputs are not changed."""
+    started = time.perf_counter()
+    _check_window(offers, requests, remaining)
+    c = build_candidates(offers, requests, now, remaining)
+    bound: float | None = None
+    optimal = False
+    w = np.zeros(len(c.requests))
+    u = np.zeros(len(c.offers))
+    rounds = 0
+    if len(c) == 0:
+        hours = np.zeros(0, dtype=np.int64)
+        bound, optimal = 0.0, True
+    elif config.method == "greedy":
+        hours = _greedy_fill(c, np.zeros(len(c), dtype=np.int64))
+    elif config.method == "exact":
+        hours, bound, optimal = _solve_exact(c, config)
+    elif config.method == "lp":
+        x, w, u, rounds = _solve_lp(c, config)
+        hours = _round_and_refill(c, x)
+        bound = _dual_bound(c, w, u)
+    else:
+        raise ValueError(f"unknown method {config.method!r}")
+
+    deals: list[Deal] = []
+    offer_left = {o.order_id: int(c.offer_capacity[i]) for i, o in enumerate(c.offers)}
+    request_left = {r.order_id: int(c.request_hours[i]) for i, r in enumerate(c.requests)}
+    welfare = 0
+    for i in np.flatnonzero(hours > 0).tolist():  # canonical pair order
+        offer, request, h = c.offers[c.o[i]], c.requests[c.r[i]], int(hours[i])
+        deal = Deal(offer.order_id, request.order_id, request.gpu_count, h, offer.price_per_gpu_hour)
+        deals.append(deal)
+        welfare += (request.max_price_per_gpu_hour - offer.price_per_gpu_hour) * deal.gpu_hours
+        offer_left[offer.order_id] -= deal.gpu_hours
+        request_left[request.order_id] -= h
+    if bound is not None and not math.isnan(bound):
+        bound = max(bound, float(welfare))  # float rounding must not make the bound look violated
+        gap = (bound - welfare) / bound if bound > 0 else 0.0
+        optimal = optimal or gap <= 1e-9
+    else:
+        gap = None
+    return BatchResult(
+        now=now,
+        method=config.method,
+        deals=tuple(deals),
+        welfare=welfare,
+        upper_bound=bound,
+        gap=gap,
+        optimal=optimal,
+        prices=_market_prices(deals, {o.order_id: o for o in c.offers}),
+        offer_remaining=offer_left,
+        request_remaining=request_left,
+        request_values={r.order_id: float(w[i]) for i, r in enumerate(c.requests)} if config.method == "lp" else {},
+        offer_values={o.order_id: float(u[i]) for i, o in enumerate(c.offers)} if config.method == "lp" else {},
+        candidate_pairs=len(c),
+        rounds=rounds,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def certified_upper_bound(
+    offers: Sequence[Offer],
+    requests: Sequence[Request],
+    now: int,
+    request_values: Mapping[str, float],
+    offer_values: Mapping[str, float],
+    *,
+    remaining: Mapping[str, int] | None = None,
+) -> float:
+    """Recompute the certificate bound ``B`` from published duals, over every candidate pair."""
+    c = build_candidates(offers, requests, now, remaining)
+    w = np.array([max(0.0, request_values.get(r.order_id, 0.0)) for r in c.requests])
+    u = np.array([max(0.0, offer_values.get(o.order_id, 0.0)) for o in c.offers])
+    return _dual_bound(c, w, u) if len(c) else 0.0
+
+
+def verify_batch(
+    result: BatchResult,
+    offers: Sequence[Offer],
+    requests: Sequence[Request],
+    *,
+    remaining: Mapping[str, int] | None = None,
+) -> None:
+    """Check an allocation the way an observer would, from the orders alone.
+
+    Feasibility (every deal obeys the contract's rule at ``result.now``, one deal
+    per pair, capacities and hours not exceeded), the price rule (deal price =
+    offer ask; ask <= the market's clearing price = its highest traded ask),
+    and the reported welfare. Raises ``BatchVerificationError`` listing problems.
+    """
+    remaining = remaining or {}
+    now = result.now
+    offer_by_id = {o.order_id: o for o in offers}
+    request_by_id = {r.order_id: r for r in requests}
+    problems: list[str] = []
+    used_capacity: dict[str, int] = {}
+    used_hours: dict[str, int] = {}
+    pairs: set[tuple[str, str]] = set()
+    welfare = 0
+    for d in result.deals:
+        o = offer_by_id.get(d.offer_id)
+        r = request_by_id.get(d.request_id)
+        if o is None or r is None:
+            problems.append(f"deal {d.offer_id}/{d.request_id} names an order not in the window")
+            continue
+        if (d.offer_id, d.request_id) in pairs:
+            problems.append(f"pair {d.offer_id}/{d.request_id} has more than one deal")
+        pairs.add((d.offer_id, d.request_id))
+        if d.price_per_gpu_hour != o.price_per_gpu_hour:
+            problems.append(f"deal {d.offer_id}/{d.request_id} price {d.price_per_gpu_hour} != ask")
+        if d.gpu_count != r.gpu_count:
+            problems.append(f"deal {d.offer_id}/{d.request_id} gpu_count != request's")
+        cap = remaining.get(o.order_id, o.capacity_gpu_hours)
+        hours = remaining.get(r.order_id, r.hours)
+        lo, hi = deal_hours_bounds(o, cap, r, hours, now)
+        if not (
+            statically_compatible(o, r) and prices_cross(o, r) and is_live(o, now) and is_live(r, now) and lo <= d.hours <= hi
+        ):
+            problems.append(f"deal {d.offer_id}/{d.request_id} breaks the compatibility rule")
+        used_capacity[o.order_id] = used_capacity.get(o.order_id, 0) + d.gpu_hours
+        used_hours[r.order_id] = used_hours.get(r.order_id, 0) + d.hours
+        welfare += (r.max_price_per_gpu_hour - o.price_per_gpu_hour) * d.gpu_hours
+    for oid, used in used_capacity.items():
+        if used > remaining.get(oid, offer_by_id[oid].capacity_gpu_hours):
+            problems.append(f"offer {oid} over-filled: {used} GPU-hours")
+    for rid, used in used_hours.items():
+        if used > remaining.get(rid, request_by_id[rid].hours):
+            problems.append(f"request {rid} over-filled: {used} hours")
+    if welfare != result.welfare:
+        problems.append(f"welfare {result.welfare} != recomputed {welfare}")
+    for oid, o in offer_by_id.items():
+        left = remaining.get(oid, o.capacity_gpu_hours) - used_capacity.get(oid, 0)
+        if result.offer_remaining.get(oid) != left:
+            problems.append(f"offer {oid} remaining {result.offer_remaining.get(oid)} != {left}")
+    for rid, r in request_by_id.items():
+        left = remaining.get(rid, r.hours) - used_hours.get(rid, 0)
+        if result.request_remaining.get(rid) != left:
+            problems.append(f"request {rid} remaining {result.request_remaining.get(rid)} != {left}")
+    expected_prices = _market_prices(result.deals, offer_by_id) if not problems else result.prices
+    if expected_prices != result.prices:
+        problems.append("market prices do not match the deals")
+    for p in result.prices:
+        for d in result.deals:
+            o = offer_by_id[d.offer_id]
+            if (o.token, o.gpu_model, o.region) == (p.token, p.gpu_model, p.region) and d.price_per_gpu_hour > p.clearing_price:
+                problems.append(f"deal {d.offer_id}/{d.request_id} pays above its market's clearing price")
+    if problems:
+        raise BatchVerificationError(problems)
+
+
+class BatchAuction:
+    """Collects orders over a window and clears them together.
+
+    Orders that still have quantity after a clearing stay for the next window
+    (with their remaining quantity) unless they expire.
+    """
+
+    def __init__(self, config: BatchConfig = BatchConfig()) -> None:
+        self.config = config
+        self._orders: dict[str, Order] = {}
+        self._remaining: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def add(self, order: Order, now: int) -> None:
+        """Queue an order for the next clearing; checked before anything changes."""
+        from .errors import OrderExpired
+
+        if not isinstance(order, (Offer, Request)):
+            raise TypeError(f"expected Offer or Request, got {type(order).__name__}")
+        if order.order_id in self._orders:
+            raise DuplicateOrder(order.order_id)
+        if order.deadline < now:
+            raise OrderExpired("deadline", order.deadline, f"order can no longer trade at now={now}")
+        self._orders[order.order_id] = order
+
+    def cancel(self, order_id: str) -> Order:
+        from .errors import UnknownOrder
+
+        if order_id not in self._orders:
+            raise UnknownOrder(order_id)
+        self._remaining.pop(order_id, None)
+        return self._orders.pop(order_id)
+
+    def clear(self, now: int) -> BatchResult:
+        offers = [o for o in self._orders.values() if isinstance(o, Offer)]
+        requests = [r for r in self._orders.values() if isinstance(r, Request)]
+        result = clear_batch(offers, requests, now, remaining=self._remaining, config=self.config)
+        left = {**result.offer_remaining, **result.request_remaining}
+        self._orders = {
+            oid: o for oid, o in self._orders.items() if o.deadline > now and left[oid] >= o.min_hours
+        }
+        self._remaining = {oid: left[oid] for oid in self._orders}
+        return result
