@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,12 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from marketplace.matching.batch import BatchResult, clear_batch
 from marketplace.matching.continuous import ContinuousMatcher
 from marketplace.matching.deals import Deal as MatchedDeal
 from marketplace.matching.orders import Offer as MatchingOffer
 from marketplace.matching.orders import Request as MatchingRequest
+from marketplace.matching.orders import Side
 from marketplace.chain.gateway import ChainGateway
 from marketplace.chain.sender import TxSender
 from marketplace.db.models import MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, JobSpecRow
@@ -154,7 +157,14 @@ class Submitted:
 class OrderBookService:
     """Intake, cancellation and matching. Thread-safe: one lock around the in-memory book."""
 
-    def __init__(self, engine: Engine, gateway: ChainGateway, sender: TxSender, *, max_batch_size: int = 50):
+    def __init__(self, engine: Engine, gateway: ChainGateway, sender: TxSender, *, max_batch_size: int = 50,
+                 mode: str = "continuous", batch_window_seconds: float = 2.0):
+        if mode not in ("continuous", "batch"):
+            raise ValueError(f"matching mode must be continuous or batch, got {mode!r}")
+        self.mode = mode
+        self.batch_window_seconds = batch_window_seconds
+        self.last_batch: BatchResult | None = None
+        self._next_batch_at = 0.0
         self.engine = engine
         self.gateway = gateway
         self.sender = sender
@@ -227,7 +237,11 @@ class OrderBookService:
                     session.add(JobSpecRow(hash=order.jobSpecHash, spec=json.dumps(job_spec, sort_keys=True)))
             session.flush()
             try:
-                deals = self._matcher.submit(matching_order, now)
+                if self.mode == "batch":
+                    self._matcher.book.add(matching_order, now)  # rests until the next auction
+                    deals = []
+                else:
+                    deals = self._matcher.submit(matching_order, now)
             except MatchingError as exc:
                 raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
             try:
@@ -256,6 +270,30 @@ class OrderBookService:
             except MatchingError:
                 pass  # not resting (fully reserved by in-flight matches)
             return row
+
+    def run_batch(self) -> BatchResult | None:
+        """Batch mode: once per window, allocate every resting order to maximise gains from trade
+        (marketplace.matching.batch) and send the deals; the book is rebuilt from the DB after."""
+        if self.mode != "batch" or time.monotonic() < self._next_batch_at:
+            return None
+        self._next_batch_at = time.monotonic() + self.batch_window_seconds
+        with self._lock:
+            now = self._now()
+            snapshot = self._matcher.book.snapshot()
+            offers = [order for order, _, _ in snapshot if order.side is Side.OFFER]
+            requests = [order for order, _, _ in snapshot if order.side is Side.REQUEST]
+            if not offers or not requests:
+                return None
+            result = clear_batch(offers, requests, now,
+                                 remaining={order.order_id: left for order, _, left in snapshot})
+            self.last_batch = result
+            if result.deals:
+                with session_scope(self.engine) as session:
+                    self._propose(session, list(result.deals))
+                log.info("batch at %s: %d deals, welfare %s, gap %s", now, len(result.deals), result.welfare,
+                         result.gap)
+                self.load()
+            return result
 
     # ───────────── matching → outbox ─────────────
 

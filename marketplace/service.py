@@ -43,7 +43,8 @@ class MarketService:
         if matcher_key is None:
             raise ServiceUnavailable("no matcher key: set MARKET_MATCHER_PRIVATE_KEY or MARKET_MATCHER_KEYFILE")
         self.sender = TxSender(self.gateway, self.engine, matcher_key, confirmations=settings.confirmations)
-        self.book = OrderBookService(self.engine, self.gateway, self.sender, max_batch_size=settings.max_batch_size)
+        self.book = OrderBookService(self.engine, self.gateway, self.sender, max_batch_size=settings.max_batch_size,
+                                     mode=settings.matching_mode, batch_window_seconds=settings.batch_window_seconds)
         self.indexer = Indexer(self.gateway, self.engine, confirmations=settings.confirmations)
         self.keeper = Keeper(self.engine, self.gateway, self.sender, max_batch_size=settings.max_batch_size)
         verifier_key = settings.verifier_private_key
@@ -70,6 +71,7 @@ class MarketService:
     def run_once(self) -> None:
         """One pass of every loop, in dependency order."""
         steps = [
+            ("batch", self.book.run_batch),
             ("sender", self.sender.pump),
             ("book", self.book.after_pump),
             ("indexer", lambda: self.indexer.poll(max_chunks=5)),  # bounded: never starve the sender
