@@ -11,7 +11,11 @@ Only the scripts import this module (it imports Ape); the service and tests need
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import click
 
 from eth_account.messages import SignableMessage
 
@@ -36,12 +40,15 @@ class ApeAccountSigner:
             return
         if hasattr(self.account, "set_autosign"):
             # One passphrase (env APE_ACCOUNTS_<alias>_PASSPHRASE or a prompt) for this command.
-            self.account.set_autosign(True)
+            with _quiet_ape():
+                self.account.set_autosign(True)
+            click.echo(f"account '{self.account.alias}' unlocked for this command", err=True)
         self._ready = True
 
     def sign_message(self, message: SignableMessage) -> bytes:
         self._unlock()
-        signature = self.account.sign_message(message)
+        with _quiet_ape():
+            signature = self.account.sign_message(message)
         if signature is None:
             raise InvalidInput(f"account {self.account.alias or self.address} declined to sign", field="account")
         return bytes(signature.encode_rsv())
@@ -54,10 +61,20 @@ class ApeAccountSigner:
         if "data" in fields and isinstance(fields["data"], str):
             fields["data"] = bytes.fromhex(fields["data"].removeprefix("0x"))
         txn = networks.ethereum.create_transaction(**fields)
-        signed = self.account.sign_transaction(txn)
+        with _quiet_ape():
+            signed = self.account.sign_transaction(txn)
         if signed is None:
             raise InvalidInput(f"account {self.account.alias or self.address} declined to sign", field="account")
         return bytes(signed.serialize_transaction())
+
+
+@contextmanager
+def _quiet_ape() -> Iterator[None]:
+    """Ape logs to stdout (which would corrupt --json output); only its errors get through."""
+    from ape.logging import logger
+
+    with logger.at_level("ERROR"):
+        yield
 
 
 def ape_account_loader(spec: str | None, chain_id: int, role: str) -> Signer:

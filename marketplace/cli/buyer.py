@@ -191,6 +191,7 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
                 f"your market vault holds {tok.fmt(vault)}; this request escrows up to {tok.fmt(needed)} "
                 f"({tok.fmt(bid)} × {count} GPU × {min_hours} h): deposit at least {more} more with "
                 f"`buyer deposit {more}`")
+        s.api.health()  # a service that is down fails here, before anything is signed
         order = Request(
             trainer=s.address, gpuModel=model.id if model else ANY_GPU_MODEL, gpuCount=count, minVramGb=min_vram,
             regionMask=mask, greenOnly=green_only, token=tok.address, maxPricePerGpuHour=bid, totalHours=hours,

@@ -199,6 +199,8 @@ def parse_amount(text: str | int | Decimal, decimals: int, *, what: str = "amoun
                  allow_zero: bool = False) -> int:
     """'2.50' whole tokens → base units; refuses more decimals than the token has, negatives, junk."""
     raw = str(text).strip().replace("_", "")
+    if raw.startswith("-"):
+        raise InvalidInput(f"{what} must not be negative, got {text!r}", field=what)
     if not re.fullmatch(r"\d+(\.\d*)?|\.\d+", raw):
         raise InvalidInput(f"{what} must be a plain decimal number of tokens like 2.50, got {text!r}", field=what)
     try:
@@ -265,9 +267,10 @@ def parse_when(text: str, now: int, *, what: str) -> int:
 def positive_int(value: int | None, what: str, *, minimum: int = 1, maximum: int | None = None) -> int | None:
     if value is None:
         return None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidInput(f"{what} must be {bound}, got {value}", field=what.lstrip("-"))
+    if value < minimum:
+        raise InvalidInput(f"{what} must be at least {minimum}, got {value}", field=what.lstrip("-").replace("-", "_"))
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"{what} must be at most {maximum}, got {value}", field=what.lstrip("-").replace("-", "_"))
     return value
 
 

@@ -229,6 +229,7 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
             raise InsufficientFunds(
                 f"your free stake is {tok.fmt(free)}; the smallest deal of this offer locks {tok.fmt(smallest)} "
                 f"of collateral: stake more first (`provider stake {tok.fmt(smallest - free).split()[0]}`)")
+        s.api.health()  # a service that is down fails here, before anything is signed
         now = s.now()
         order = Offer(
             provider=s.address, gpuModel=model.id, gpuCount=count, vramGb=vram, region=region_id, greenEnergy=green,

@@ -21,7 +21,7 @@ from marketplace.cli.common import (
     short,
     token_option,
 )
-from marketplace.errors import Conflict, InsufficientFunds, InvalidInput
+from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from marketplace.orderbook import parse_typed
 from marketplace.signing import CancelOrder, DealStatus, Offer, Request
 
@@ -101,9 +101,24 @@ def orders_table(orders: list[OrderOut], tokens: TokenCache, now: int, *, side: 
         else:
             count, hours = message["gpuCount"], f"{message['totalHours']} (min {message['minHours']})"
             filled = f"{order.filled}/{order.capacity} h"
-        table.add_row(order.hash, order.status.value, gpu_name(order.gpu_model), str(count), token.fmt(int(order.price)),
+        table.add_row(short(order.hash, 12), order.status.value, gpu_name(order.gpu_model), str(count), token.fmt(int(order.price)),
                       hours, filled, relative(order.expiry, now))
     return table
+
+
+def _own_order(s: Session, text: str) -> OrderOut:
+    """An order by its full hash, or by a unique prefix among your own orders (as tables show them)."""
+    text = text.strip().lower().split("…")[0]
+    if len(text) == 66:
+        return s.api.order(text)
+    if len(text) < 8 or not text.startswith("0x"):
+        raise InvalidInput(f"{text!r} is not an order hash (0x + 64 hex digits, or a unique prefix of yours)",
+                           field="order_hash")
+    found = [o for o in s.api.orders(owner=s.address, limit=200).items if o.hash.startswith(text)]
+    if len(found) != 1:
+        raise (NotFound if not found else InvalidInput)(
+            f"{'no' if not found else 'more than one'} order of yours starts with {text}")
+    return found[0]
 
 
 # ───────────────────────────── commands ─────────────────────────────
@@ -249,7 +264,7 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
                    lambda c: c.print(f"All orders signed before are void on chain (counter now {counter}); "
                                      f"{len(withdrawn)} open order(s) withdrawn from the service."))
             return
-        order = s.api.order(order_hash)
+        order = _own_order(s, order_hash)
         if order.owner.lower() != s.address.lower():
             raise InvalidInput(f"order {order.hash} belongs to {order.owner}, not to {s.address}", field="order_hash")
         tx_hash = None
