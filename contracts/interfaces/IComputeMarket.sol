@@ -209,6 +209,8 @@ interface IComputeMarket {
     event DealResolved(
         uint256 indexed dealId, uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 collateralSlashed
     );
+    /// @notice Emitted when the RewardPool refused to record a settled deal's delivered work.
+    event DeliveryNotRecorded(address indexed provider, uint256 gpuSeconds);
     event ProtocolFeeSet(uint256 feeBps);
     event CollateralRatioSet(uint256 collateralBps);
     event TreasurySet(address indexed treasury);

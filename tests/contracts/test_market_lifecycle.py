@@ -348,3 +348,18 @@ def test_terminal_states__any_further_action__reverts(
             call(sender)
     assert market.getDeal(deal_id).status == status
     assert market.escrowOf(deal_id) == 0
+
+
+def test_settle__reward_pool_refuses_to_record__deal_still_settles_and_miss_is_logged(
+    market, reward_pool, admin, usdc, completed_deal, chain, stranger, provider
+):
+    reward_pool.revokeRole(reward_pool.RECORDER_ROLE(), market, sender=admin)
+    deal_id, _, _ = completed_deal()
+    chain.pending_timestamp += CHALLENGE_WINDOW
+
+    receipt = market.settle(deal_id, sender=stranger)
+
+    assert market.getDeal(deal_id).status == DealStatus.SETTLED
+    assert market.balanceOf(provider, usdc) == ESCROW - fee_of(ESCROW)
+    [missed] = receipt.decode_logs(market.DeliveryNotRecorded)
+    assert (missed.event_arguments["provider"], missed.gpuSeconds) == (provider.address, GPUS * HOURS * HOUR)
