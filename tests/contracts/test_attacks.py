@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import ape
 import pytest
-from ape.exceptions import CustomError
+from ape.exceptions import CustomError, TransactionError
 from eth_abi import decode
 from eth_utils import keccak
 from hexbytes import HexBytes
@@ -622,6 +622,50 @@ def test_griefing__settle_many_with_unready_deals__skips_them_and_settles_the_re
     assert [log.dealId for log in receipt.decode_logs(market.DealSettled)] == [ready]
     statuses[ready] = DealStatus.SETTLED
     assert {d: market.getDeal(d).status for d in batch} == statuses
+
+
+def test_griefing__settle_with_a_tight_gas_limit__cannot_drop_the_providers_reward(
+    market, reward_pool, completed_deal, chain, stranger, provider
+):
+    """The market records rewards in try/catch (rewards never block payment). Anyone may settle,
+    and a caller picks the gas limit: could they starve only the inner recordDelivery call (EIP-150
+    keeps 1/64 of the gas for the catch) so the deal settles but the provider's reward is lost?
+    The smallest gas limit at which settle succeeds is searched; there the delivery is recorded,
+    and below it the whole settlement reverts."""
+    deal_id, _, _ = completed_deal()
+    chain.pending_timestamp += CHALLENGE_WINDOW
+    chain.mine()
+
+    def attempt(gas):
+        """(recorded, not recorded) events of a settle with this gas limit, or None if it failed."""
+        snapshot = chain.snapshot()
+        try:
+            receipt = market.settle(deal_id, sender=stranger, gas=gas)
+        except TransactionError:
+            return None
+        else:
+            return (
+                len(receipt.decode_logs(reward_pool.DeliveryRecorded)),
+                len(receipt.decode_logs(market.DeliveryNotRecorded)),
+            )
+        finally:
+            chain.restore(snapshot)
+
+    low, high = 30_000, 1_000_000
+    assert attempt(low) is None and attempt(high) == (1, 0)
+    while high - low > 1:  # invariant: attempt(low) fails, attempt(high) succeeds
+        middle = (low + high) // 2
+        if attempt(middle) is None:
+            low = middle
+        else:
+            high = middle
+    print(f"\nsmallest gas limit that settles: {high:,}")
+    assert attempt(high) == (1, 0)  # recorded, even with the least gas that works
+    assert attempt(high - 1) is None
+    # The search assumes success is monotonic in gas; a coarse sweep checks no lower limit settles
+    # through the catch branch (outcome (0, 1)).
+    for gas in range(60_000, high + 20_000, 10_000):
+        assert attempt(gas) in (None, (1, 0)), f"gas {gas:,}: settled without recording the delivery"
 
 
 # ───────────────────────────── self-dealing and rewards ─────────────────────────────
