@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from marketplace.signing import Attestation, Offer, Request
 
 from market_constants import CHALLENGE_WINDOW, COLLATERAL_BPS, FEE_BPS, USDC
-from test_market_orders import reverts  # the strict ape.reverts (see there); belongs in conftest
+from strict_reverts import reverts  # the strict ape.reverts
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 PRICE, GPUS, HOURS = 2 * USDC, 2, 4  # factory defaults

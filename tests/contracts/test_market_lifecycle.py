@@ -1,10 +1,10 @@
 """Every end of a deal's life, with the money checked to the unit."""
 
-import ape
 import pytest
 
 from marketplace.signing import Attestation, DealStatus, SettlementRule
 
+from strict_reverts import reverts
 from market_constants import CHALLENGE_WINDOW, COLLATERAL_BPS, FEE_BPS, HOUR, USDC
 
 PRICE = 2 * USDC  # the offer's ask per GPU-hour (factory default)
@@ -62,20 +62,20 @@ def test_settle__challenge_window_passed__pays_provider_fee_and_refunds_unused(
 def test_settle__usage_above_booking__cannot_be_reported(market, started_deal, chain, provider):
     deal_id, _, _ = started_deal()
     chain.pending_timestamp += 10 * HOUR
-    with ape.reverts(market.ComputeMarketInvalidUsage):
+    with reverts(market.ComputeMarketInvalidUsage):
         market.completeDeal(deal_id, 5 * HOUR, RESULT, sender=provider)
 
 
 def test_complete_deal__usage_beyond_elapsed_time__reverts(market, started_deal, chain, provider):
     deal_id, _, _ = started_deal()
     chain.pending_timestamp += HOUR
-    with ape.reverts(market.ComputeMarketInvalidUsage):
+    with reverts(market.ComputeMarketInvalidUsage):
         market.completeDeal(deal_id, 2 * HOUR, RESULT, sender=provider)
 
 
 def test_settle__inside_challenge_window__reverts(market, completed_deal, stranger):
     deal_id, _, _ = completed_deal()
-    with ape.reverts(market.ComputeMarketChallengeWindowActive):
+    with reverts(market.ComputeMarketChallengeWindowActive):
         market.settle(deal_id, sender=stranger)
 
 
@@ -89,13 +89,13 @@ def test_accept__buyer_accepts_early__settles_immediately(market, usdc, complete
 def test_settle__buyer_acceptance_rule__window_alone_does_not_settle(market, completed_deal, chain, stranger):
     deal_id, _, _ = completed_deal(settlementRule=int(SettlementRule.BUYER_ACCEPTANCE))
     chain.pending_timestamp += CHALLENGE_WINDOW
-    with ape.reverts(market.ComputeMarketSettlementRuleForbids):
+    with reverts(market.ComputeMarketSettlementRuleForbids):
         market.settle(deal_id, sender=stranger)
 
 
 def test_accept__not_the_buyer__reverts(market, completed_deal, stranger):
     deal_id, _, _ = completed_deal()
-    with ape.reverts(market.ComputeMarketUnauthorizedCaller):
+    with reverts(market.ComputeMarketUnauthorizedCaller):
         market.accept(deal_id, sender=stranger)
 
 
@@ -127,7 +127,7 @@ def test_settle_with_attestation__verifier_fails_result__buyer_refunded_and_prov
 def test_settle_with_attestation__signed_by_non_verifier__reverts(market, completed_deal, stranger, sign):
     deal_id, _, _ = completed_deal()
     signature = sign(Attestation(deal_id, RESULT, True), stranger)
-    with ape.reverts(market.ComputeMarketInvalidAttestation):
+    with reverts(market.ComputeMarketInvalidAttestation):
         market.settleWithAttestation(deal_id, RESULT, True, signature, sender=stranger)
 
 
@@ -135,7 +135,7 @@ def test_settle_with_attestation__other_result_hash__reverts(market, completed_d
     deal_id, _, _ = completed_deal()
     other = "0x" + "ee" * 32
     signature = sign(Attestation(deal_id, other, True), verifier)
-    with ape.reverts(market.ComputeMarketResultHashMismatch):
+    with reverts(market.ComputeMarketResultHashMismatch):
         market.settleWithAttestation(deal_id, other, True, signature, sender=stranger)
 
 
@@ -144,7 +144,7 @@ def test_settle_with_attestation__attestation_for_another_deal__reverts(
 ):
     deal_id, _, _ = completed_deal()
     signature = sign(Attestation(deal_id + 1, RESULT, True), verifier)
-    with ape.reverts(market.ComputeMarketInvalidAttestation):
+    with reverts(market.ComputeMarketInvalidAttestation):
         market.settleWithAttestation(deal_id, RESULT, True, signature, sender=stranger)
 
 
@@ -165,20 +165,20 @@ def test_claim_refund__provider_never_started__buyer_refunded_and_compensated(
 
 def test_claim_refund__before_start_deadline__reverts(market, open_deal, stranger):
     deal_id, _, _, _ = open_deal()
-    with ape.reverts(market.ComputeMarketStartDeadlineNotPassed):
+    with reverts(market.ComputeMarketStartDeadlineNotPassed):
         market.claimRefund(deal_id, sender=stranger)
 
 
 def test_start_deal__after_start_deadline__reverts(market, open_deal, chain, provider):
     deal_id, _, request, _ = open_deal()
     chain.pending_timestamp = request.startBy + 1
-    with ape.reverts(market.ComputeMarketStartDeadlinePassed):
+    with reverts(market.ComputeMarketStartDeadlinePassed):
         market.startDeal(deal_id, sender=provider)
 
 
 def test_start_deal__not_the_provider__reverts(market, open_deal, trainer):
     deal_id, _, _, _ = open_deal()
-    with ape.reverts(market.ComputeMarketUnauthorizedCaller):
+    with reverts(market.ComputeMarketUnauthorizedCaller):
         market.startDeal(deal_id, sender=trainer)
 
 
@@ -201,7 +201,7 @@ def test_abort__buyer_stops_after_90_minutes__pays_pro_rata(
 
 def test_abort__not_the_buyer__reverts(market, started_deal, provider):
     deal_id, _, _ = started_deal()
-    with ape.reverts(market.ComputeMarketUnauthorizedCaller):
+    with reverts(market.ComputeMarketUnauthorizedCaller):
         market.abort(deal_id, sender=provider)
 
 
@@ -231,7 +231,7 @@ def test_withdraw_accrued__booking_fully_drawn__second_withdrawal_reverts(market
     chain.pending_timestamp += HOURS * HOUR + 600  # accrual stops at the booked time
     market.withdrawAccrued(deal_id, sender=provider)
     chain.pending_timestamp += 600
-    with ape.reverts(market.ComputeMarketNothingAccrued):
+    with reverts(market.ComputeMarketNothingAccrued):
         market.withdrawAccrued(deal_id, sender=provider)
 
 
@@ -239,7 +239,7 @@ def test_complete_deal__usage_below_withdrawn__reverts(market, started_deal, cha
     deal_id, _, _ = started_deal()
     chain.pending_timestamp += 1800
     market.withdrawAccrued(deal_id, sender=provider)
-    with ape.reverts(market.ComputeMarketInvalidUsage):
+    with reverts(market.ComputeMarketInvalidUsage):
         market.completeDeal(deal_id, 60, RESULT, sender=provider)
 
 
@@ -274,7 +274,7 @@ def test_dispute__arbiter_sides_with_provider__paid_in_full_collateral_unlocked(
 def test_dispute__after_challenge_window__reverts(market, completed_deal, chain, trainer):
     deal_id, _, _ = completed_deal()
     chain.pending_timestamp += CHALLENGE_WINDOW
-    with ape.reverts(market.ComputeMarketChallengeWindowOver):
+    with reverts(market.ComputeMarketChallengeWindowOver):
         market.dispute(deal_id, sender=trainer)
 
 
@@ -291,14 +291,14 @@ def test_dispute__running_deal_abandoned_past_booking__buyer_may_dispute(
 
 def test_dispute__running_deal_within_booking__reverts(market, started_deal, trainer):
     deal_id, _, _ = started_deal()
-    with ape.reverts(market.ComputeMarketChallengeWindowActive):
+    with reverts(market.ComputeMarketChallengeWindowActive):
         market.dispute(deal_id, sender=trainer)
 
 
 def test_resolve_dispute__not_arbiter__reverts(market, completed_deal, trainer, stranger):
     deal_id, _, _ = completed_deal()
     market.dispute(deal_id, sender=trainer)
-    with ape.reverts(market.AccessControlUnauthorizedAccount):
+    with reverts(market.AccessControlUnauthorizedAccount):
         market.resolveDispute(deal_id, 0, True, sender=stranger)
 
 
@@ -344,7 +344,7 @@ def test_terminal_states__any_further_action__reverts(
         (lambda s: market.withdrawAccrued(deal_id, sender=s), provider),
         (lambda s: market.resolveDispute(deal_id, 0, True, sender=s), arbiter),
     ]:
-        with ape.reverts(market.ComputeMarketInvalidDealStatus):
+        with reverts(market.ComputeMarketInvalidDealStatus):
             call(sender)
     assert market.getDeal(deal_id).status == status
     assert market.escrowOf(deal_id) == 0

@@ -8,7 +8,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from market_constants import CHALLENGE_WINDOW, COLLATERAL_BPS, DAY, FEE_BPS, USDC
-from test_market_orders import reverts  # the strict ape.reverts (see there); belongs in conftest
+from strict_reverts import reverts  # the strict ape.reverts
 
 CCR = 10**18
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
