@@ -65,6 +65,8 @@ def to_cli_error(exc: BaseException, *, rpc_url: str | None = None) -> CliError 
     """The one-line form of an expected failure, or None for a bug (which keeps its traceback)."""
     if isinstance(exc, CliError):
         return exc
+    if isinstance(exc, click.NoSuchOption) and re.fullmatch(r"-\d[\d._]*", exc.option_name or ""):
+        return CliError(f"{exc.option_name} is negative: amounts, counts and ids must be positive", 2)
     if isinstance(exc, click.UsageError):
         where = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "--help"
         return CliError(f"{exc.format_message()} (see {where})", 2)
