@@ -61,9 +61,8 @@ devnet-stop:  ## Stop the anvil that `make devnet` started
 deploy: devnet compile  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
 	APE_FOUNDRY_HOST=http://127.0.0.1:$(DEVNET_PORT) $(APE) run deploy --network $(NETWORK)
 
-demo: deploy  ## Start the devnet, deploy, print the registry
-	@$(PY) -m marketplace.registry
-	@echo "The devnet keeps running at http://127.0.0.1:$(DEVNET_PORT); stop it with 'make devnet-stop DEVNET_PORT=$(DEVNET_PORT)'."
+demo: compile  ## The market end to end on a devnet of its own: every deal path, live view, summary
+	$(PY) -m marketplace.demo
 
 .PHONY: bench-gas lint
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from marketplace.registry import Deployment, Registry
@@ -149,3 +150,27 @@ def wire(project: Any, deployer: Any, addresses: dict[str, str], config: DeployC
             market.setSettlementToken(token, True, sender=deployer)
         if not staking.isCollateralToken(token):
             staking.setCollateralToken(token, True, sender=deployer)
+
+
+def run_deploy_script(rpc_url: str, registry_path: str | Path, *extra_args: str, timeout: float = 300) -> str:
+    """Run `ape run deploy` against the node at `rpc_url` (a local devnet) in a subprocess and
+    return its output; raises RuntimeError with the output's tail when it fails."""
+    import os
+    import shutil
+    import subprocess
+
+    from marketplace.devnet import PROJECT_ROOT
+
+    # ape-solidity's copy of OpenZeppelin under contracts/.cache can hide our own sources from a
+    # later Ape process (it lists at most 500 files): it is only needed while compiling.
+    shutil.rmtree(PROJECT_ROOT / "contracts" / ".cache", ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k != "MARKET_REGISTRY"}
+    env["APE_FOUNDRY_HOST"] = rpc_url
+    result = subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "ape"), "run", "deploy", "--network", "ethereum:local:foundry",
+         "--registry", str(registry_path), *extra_args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"deploy failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout

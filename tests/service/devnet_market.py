@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
+from marketplace.deploy import run_deploy_script
 from marketplace.devnet import Devnet
 from marketplace.registry import Registry
 from marketplace.signing import Offer, Request, SettlementRule, region_mask
@@ -40,16 +39,7 @@ DEPLOYER, TREASURY, PROVIDER, TRAINER, MATCHER, PROVIDER_2, TRAINER_2, SPONSOR =
 
 
 def deploy_to(devnet: Devnet, registry_path: Path, *extra_args: str) -> None:
-    shutil.rmtree(REPO_ROOT / "contracts" / ".cache", ignore_errors=True)
-    env = {k: v for k, v in os.environ.items() if k != "MARKET_REGISTRY"}
-    env["APE_FOUNDRY_HOST"] = devnet.url
-    result = subprocess.run(
-        [str(APE), "run", "deploy", "--network", "ethereum:local:foundry", "--registry", str(registry_path),
-         *extra_args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"deploy failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_deploy_script(devnet.url, registry_path, *extra_args)
 
 
 @dataclass
