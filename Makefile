@@ -8,13 +8,15 @@ PY := $(VENV)/bin/python
 APE := $(VENV)/bin/ape
 SOLC_VERSION := $(shell node -p "require('./package.json').dependencies.solc" 2>/dev/null)
 NETWORK ?= ethereum:local:foundry
+# Devnet-friendly windows (2-minute challenge window, 10-minute reward epochs); see `ape run deploy --help`.
+DEPLOY_ARGS ?= --challenge-window 120 --epoch-length 600
 DEVNET_PORT ?= 8545
 export DEVNET_PORT
 
 # py-solc-x (inside ape-solidity) finds the solc-js bridge here, inside the project.
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 
-.PHONY: help setup compile demo test devnet devnet-stop deploy clean
+.PHONY: help setup compile demo test devnet devnet-stop deploy serve clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,7 +61,18 @@ devnet-stop:  ## Stop the anvil that `make devnet` started
 	@if [ -x $(PY) ]; then $(PY) -m marketplace.devnet stop; fi
 
 deploy: devnet compile  ## Deploy the contracts to $(NETWORK) and write deployments/registry.json
-	APE_FOUNDRY_HOST=http://127.0.0.1:$(DEVNET_PORT) $(APE) run deploy --network $(NETWORK)
+	APE_FOUNDRY_HOST=http://127.0.0.1:$(DEVNET_PORT) $(APE) run deploy --network $(NETWORK) $(DEPLOY_ARGS)
+
+# Devnet defaults for the service: anvil test account 1 matches, account 0 (the deployer, which
+# holds the verifier role) verifies. Never use these keys off a local devnet.
+DEVNET_MATCHER_KEY := 0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d
+DEVNET_VERIFIER_KEY := 0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
+
+serve: deploy  ## Run the matchmaking service (API on 127.0.0.1:8000) against the devnet
+	MARKET_RPC_URL=http://127.0.0.1:$(DEVNET_PORT) MARKET_CONFIRMATIONS=$${MARKET_CONFIRMATIONS:-0} \
+	MARKET_MATCHER_PRIVATE_KEY=$${MARKET_MATCHER_PRIVATE_KEY:-$(DEVNET_MATCHER_KEY)} \
+	MARKET_VERIFIER_PRIVATE_KEY=$${MARKET_VERIFIER_PRIVATE_KEY:-$(DEVNET_VERIFIER_KEY)} \
+	$(PY) -m marketplace serve
 
 demo: compile  ## The market end to end on a devnet of its own: every deal path, live view, summary
 	$(PY) -m marketplace.demo
