@@ -163,9 +163,10 @@ def arena(rtoken, market, staking, make_offer, make_request, sign, provider, tra
 
 
 @pytest.fixture
-def holders(trainer, provider, treasury, rtoken, stranger, matcher, admin, trainer2):
-    """Every account that could hold a vault balance in these tests."""
-    return [trainer, provider, treasury, rtoken, stranger, matcher, admin, trainer2]
+def holders(trainer, provider, treasury, rtoken):
+    """Every account that holds ReentrantToken in the vault here. (Were anyone else credited, the
+    books would show it: held == owed is asserted as an equality.)"""
+    return [trainer, provider, treasury, rtoken]
 
 
 @pytest.fixture
@@ -211,7 +212,6 @@ def test_reentrant_token__reentry_during_transfer__reverts_with_reentrancy_guard
     rtoken.mint(provider, 10 * R, sender=provider)
     books_before = market_books(market, rtoken, holders, arena.deals)
     stake_before = staking_books(staking, rtoken, [provider, rtoken])
-    statuses_before = [market.getDeal(d).status for d in arena.deals]
 
     arm(contracts[target_name], method, *args, bubble=True)
     with strict_reverts(contracts[guarded].ReentrancyGuardReentrantCall):
@@ -223,10 +223,9 @@ def test_reentrant_token__reentry_during_transfer__reverts_with_reentrancy_guard
             "withdrawUnstaked": lambda: staking.withdrawUnstaked(rtoken, sender=provider),
         }[outer]()
 
-    # Nothing moved: the whole transaction reverted.
+    # Nothing moved (escrowOf drops to 0 when a deal settles or is refunded, so the books see that too).
     assert market_books(market, rtoken, holders, arena.deals) == books_before
     assert staking_books(staking, rtoken, [provider, rtoken]) == stake_before
-    assert [market.getDeal(d).status for d in arena.deals] == statuses_before
     assert books_before[0] == books_before[1] and stake_before[0] == stake_before[1]
 
 
