@@ -188,6 +188,8 @@ REENTRIES = {
     "withdraw>settle": ("withdraw", "market", ("market", "settle", "ready")),
     "withdraw>settleMany": ("withdraw", "market", ("market", "settleMany", "ready_list")),
     "withdraw>claimRefund": ("withdraw", "market", ("market", "claimRefund", "unstarted_a")),
+    # Reentered from inside ProviderStaking.slash: the market's guard stops it, and the nested
+    # slash would hit staking's own guard too (same error), so this one has two locks.
     "claimRefund>claimRefund": ("claimRefund", "market", ("market", "claimRefund", "unstarted_b")),
     "stake>stake": ("stake", "staking", ("staking", "stake", "rtoken", 10 * R)),
     "withdrawUnstaked>withdrawUnstaked": ("withdrawUnstaked", "staking", ("staking", "withdrawUnstaked", "rtoken")),
