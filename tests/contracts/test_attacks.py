@@ -5,20 +5,17 @@ the escrow of every deal still open (`market_books`), and ProviderStaking's bala
 position's staked + pending (`staking_books`).
 """
 
-from ast import literal_eval
-from contextlib import contextmanager
 from types import SimpleNamespace
 
-import ape
 import pytest
-from ape.exceptions import CustomError, TransactionError
-from eth_abi import decode
+from ape.exceptions import TransactionError
 from eth_utils import keccak
 from hexbytes import HexBytes
 
 from marketplace.signing import DealStatus, SettlementRule
 
 from market_constants import CHALLENGE_WINDOW, COLLATERAL_BPS, DAY, FEE_BPS, HOUR, USDC
+from strict_reverts import encoded, reverts
 
 R = 10**18  # one whole ReentrantToken
 COOLDOWN = 7 * DAY
@@ -36,33 +33,6 @@ pytestmark = pytest.mark.usefixtures(
 
 
 # ───────────────────────────── helpers ─────────────────────────────
-
-
-@contextmanager
-def strict_reverts(error):
-    """`ape.reverts(error)` that insists the revert really is `error` (Ape lets a revert it cannot
-    decode pass); undecoded revert data is decoded with `error`'s own ABI, or the test fails."""
-    box = SimpleNamespace(value=None)
-    with ape.reverts(error) as info:
-        yield box
-    raised = info.value
-    if isinstance(raised, CustomError) and raised.abi.selector == error.abi.selector:
-        pass
-    elif not isinstance(raised, error):
-        data = revert_data(raised)
-        assert data[:4] == keccak(text=error.abi.selector)[:4], f"expected {error.abi.signature}, got {raised!r}"
-        raised = error(error.abi, ape.chain.provider.network.ecosystem.decode_calldata(error.abi, data[4:]))
-    box.value = raised
-
-
-def revert_data(raised):
-    """The raw revert data of an undecoded revert (hex, or a bytes repr from the in-process chain)."""
-    message = str(raised.revert_message or "")
-    if message.startswith("0x"):
-        return HexBytes(message)
-    if message[:2] in ('b"', "b'"):
-        return HexBytes(literal_eval(message))
-    return HexBytes(b"")
 
 
 def market_books(market, token, holders, deal_ids):
@@ -216,7 +186,7 @@ def test_reentrant_token__reentry_during_transfer__reverts_with_reentrancy_guard
     stake_before = staking_books(staking, rtoken, [provider, rtoken])
 
     arm(contracts[target_name], method, *args, bubble=True)
-    with strict_reverts(contracts[guarded].ReentrancyGuardReentrantCall):
+    with reverts(contracts[guarded].ReentrancyGuardReentrantCall):
         {
             "deposit": lambda: market.deposit(rtoken, 10 * R, sender=trainer),
             "withdraw": lambda: market.withdraw(rtoken, 10 * R, sender=trainer),
@@ -327,7 +297,7 @@ def test_reentrant_token__cross_contract_reentry__each_side_pays_only_what_it_ow
     assert rtoken.balanceOf(rtoken) - wallet_before == 100 * R + 40 * R
     assert market.balanceOf(rtoken, rtoken) == 0
     assert staking.positionOf(rtoken, rtoken)[2] == 0
-    with strict_reverts(staking.ProviderStakingNothingToWithdraw):
+    with reverts(staking.ProviderStakingNothingToWithdraw):
         arena.as_token(staking, "withdrawUnstaked", rtoken.address)
     held, owed = market_books(market, rtoken, holders, arena.deals)
     assert held == owed
@@ -489,12 +459,12 @@ def test_griefing__provider_never_starts__anyone_refunds_the_buyer_right_after_t
     collateral = escrow * COLLATERAL_BPS // 10_000
 
     chain.pending_timestamp = deal.startDeadline  # the last second the provider may still start
-    with strict_reverts(market.ComputeMarketStartDeadlineNotPassed):
+    with reverts(market.ComputeMarketStartDeadlineNotPassed):
         market.claimRefund(deal_id, sender=stranger)
 
     chain.pending_timestamp = deal.startDeadline + 1  # one second later the buyer is free
     market.claimRefund(deal_id, sender=stranger)
-    with strict_reverts(market.ComputeMarketInvalidDealStatus):
+    with reverts(market.ComputeMarketInvalidDealStatus):
         market.startDeal(deal_id, sender=provider)
 
     assert market.balanceOf(trainer, usdc) == 1_000 * USDC  # escrow back, withdrawable at once
@@ -518,13 +488,13 @@ def test_griefing__buyer_never_accepts_in_challenge_window_mode__anyone_settles_
     ends_at = market.getDeal(deal_id).completedAt + CHALLENGE_WINDOW
 
     chain.pending_timestamp = ends_at - 1
-    with strict_reverts(market.ComputeMarketChallengeWindowActive):
+    with reverts(market.ComputeMarketChallengeWindowActive):
         market.settle(deal_id, sender=stranger)
 
     chain.pending_timestamp = ends_at
     market.settle(deal_id, sender=stranger)
     assert market.balanceOf(provider, usdc) == escrow - escrow * FEE_BPS // 10_000
-    with strict_reverts(market.ComputeMarketInvalidDealStatus):
+    with reverts(market.ComputeMarketInvalidDealStatus):
         market.dispute(deal_id, sender=trainer)
 
 
@@ -534,9 +504,9 @@ def test_griefing__buyer_disputes_after_the_window__reverts_and_settlement_still
     deal_id, _, _ = completed_deal()
     ends_at = market.getDeal(deal_id).completedAt + CHALLENGE_WINDOW
     chain.pending_timestamp = ends_at  # the window is [completedAt, ends_at)
-    with strict_reverts(market.ComputeMarketChallengeWindowOver) as info:
+    with reverts(market.ComputeMarketChallengeWindowOver) as info:
         market.dispute(deal_id, sender=trainer)
-    assert info.value.inputs["endedAt"] == ends_at
+    assert info.inputs["endedAt"] == ends_at
     market.settle(deal_id, sender=stranger)
     assert market.getDeal(deal_id).status == DealStatus.SETTLED
 
@@ -555,17 +525,17 @@ def test_griefing__provider_reports_more_usage_than_wall_time__reverts(
     assert market.balanceOf(provider, usdc) == accrued - accrued * FEE_BPS // 10_000
 
     chain.pending_timestamp = started_at + HOUR + 1
-    with strict_reverts(market.ComputeMarketInvalidUsage) as info:
+    with reverts(market.ComputeMarketInvalidUsage) as info:
         market.completeDeal(deal_id, HOUR + 2, RESULT, sender=provider)
-    assert (info.value.inputs["usedSeconds"], info.value.inputs["maxSeconds"]) == (HOUR + 2, HOUR + 1)
+    assert (info.inputs["usedSeconds"], info.inputs["maxSeconds"]) == (HOUR + 2, HOUR + 1)
 
 
 def test_griefing__provider_reports_beyond_the_booking_long_after__reverts(market, started_deal, chain, provider):
     deal_id, _, _ = started_deal()  # booked 4 h
     chain.pending_timestamp = market.getDeal(deal_id).startedAt + 10 * HOUR
-    with strict_reverts(market.ComputeMarketInvalidUsage) as info:
+    with reverts(market.ComputeMarketInvalidUsage) as info:
         market.completeDeal(deal_id, 4 * HOUR + 1, RESULT, sender=provider)
-    assert info.value.inputs["maxSeconds"] == 4 * HOUR
+    assert info.inputs["maxSeconds"] == 4 * HOUR
 
 
 def test_griefing__one_trainer_empties_their_vault_before_a_batch__other_pairings_still_open(
@@ -592,12 +562,8 @@ def test_griefing__one_trainer_empties_their_vault_before_a_batch__other_pairing
     ]
     failed = receipt.decode_logs(market.DealOpenFailed)
     assert [log["index"] for log in failed] == [1]
-    reason = HexBytes(failed[0]["reason"])
-    selector = keccak(text="ComputeMarketInsufficientBalance(address,address,uint256,uint256)")[:4]
-    assert reason[:4] == selector
-    account, token, available, needed = decode(["address", "address", "uint256", "uint256"], reason[4:])
-    assert (account.lower(), token.lower(), available, needed) == (
-        trainer2.address.lower(), usdc.address.lower(), 0, 2 * USDC * 2 * 4
+    assert HexBytes(failed[0]["reason"]) == encoded(
+        market.ComputeMarketInsufficientBalance, trainer2.address, usdc.address, 0, 2 * USDC * 2 * 4
     )
     assert market.balanceOf(trainer, usdc) == 1_000 * USDC - 16 * USDC - 8 * USDC
 
@@ -676,15 +642,15 @@ def test_self_deal__provider_buys_its_own_offer__rejected(market, make_offer, ma
     fund_vault(provider, usdc, 100 * USDC)
     offer = make_offer()
     request = make_request(trainer=provider.address)
-    with strict_reverts(market.ComputeMarketSelfDeal) as info:
+    with reverts(market.ComputeMarketSelfDeal) as info:
         market.openDeal(*open_args(offer, request, provider, provider, sign), sender=matcher)
-    assert info.value.inputs["account"] == provider.address
+    assert info.inputs["account"] == provider.address
 
 
 @pytest.mark.parametrize("caller", ["provider", "trainer", "admin", "matcher", "arbiter"])
 def test_rewards__recorded_by_anyone_but_the_market__reverts(caller, reward_pool, market, provider, request):
     sender = request.getfixturevalue(caller)
-    with strict_reverts(reward_pool.AccessControlUnauthorizedAccount):
+    with reverts(reward_pool.AccessControlUnauthorizedAccount):
         reward_pool.recordDelivery(provider, 10**9, True, sender=sender)
     assert reward_pool.weightOf(reward_pool.currentEpoch(), provider) == 0
     assert reward_pool.hasRole(RECORDER_ROLE, market)

@@ -1,20 +1,17 @@
 """ProviderStaking: measured stakes, the unstake cooldown, and market-only lock/unlock/slash.
 
-Every revert path is matched by its custom error; `strict_reverts` additionally insists the
-revert really decoded to that error (a bare `ape.reverts(Error)` lets an undecodable revert pass).
+Every revert path is matched by its custom error through the shared strict `reverts`
+(tests/contracts/strict_reverts.py): a bare `ape.reverts(Error)` lets a revert Ape cannot decode
+pass, e.g. a ProviderStaking error bubbling out of a market call.
 """
 
-from ast import literal_eval
-from contextlib import contextmanager
-from types import SimpleNamespace
 
 import ape
-from ape.exceptions import CustomError
 import pytest
 from eth_utils import keccak
-from hexbytes import HexBytes
 
 from market_constants import COLLATERAL_BPS, DAY, USDC
+from strict_reverts import reverts
 
 COOLDOWN = 7 * DAY  # DeployConfig.unstake_cooldown, what the fixtures deploy with
 MAX_COOLDOWN = 90 * DAY
@@ -25,35 +22,6 @@ pytestmark = pytest.mark.usefixtures(
     "admin", "provider", "trainer", "stranger", "matcher", "market", "staking", "usdc", "credit",
     "fund_stake", "fund_vault", "make_offer", "make_request", "sign", "fot", "fake_market",
 )
-
-
-@contextmanager
-def strict_reverts(error):
-    """`ape.reverts(error)` that insists the revert really is `error`: Ape lets a revert it cannot
-    decode pass, e.g. a ProviderStaking error bubbling out of a market call (the market's ABI
-    lacks it); such data is decoded here with `error`'s own ABI, or the test fails."""
-    box = SimpleNamespace(value=None)
-    with ape.reverts(error) as info:
-        yield box
-    raised = info.value
-    if isinstance(raised, CustomError) and raised.abi.selector == error.abi.selector:
-        pass  # the same error, decoded through another handle (e.g. a contract container)
-    elif not isinstance(raised, error):
-        data = revert_data(raised)
-        assert data[:4] == keccak(text=error.abi.selector)[:4], f"expected {error.abi.signature}, got {raised!r}"
-        raised = error(error.abi, ape.chain.provider.network.ecosystem.decode_calldata(error.abi, data[4:]))
-    box.value = raised
-
-
-def revert_data(raised):
-    """The raw revert data of an undecoded revert. Ape's in-process provider reports it as hex, or
-    as a bytes repr (`b"..."` is left unconverted when the data contains a quote character)."""
-    message = str(raised.revert_message or "")
-    if message.startswith("0x"):
-        return HexBytes(message)
-    if message[:2] in ('b"', "b'"):
-        return HexBytes(literal_eval(message))
-    return HexBytes(b"")
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +100,16 @@ def test_stake__amount_beyond_uint128__is_credited_in_full_or_refused(staking, p
 
 
 def test_stake__zero__reverts(staking, usdc, provider):
-    with strict_reverts(staking.ProviderStakingZeroAmount):
+    with reverts(staking.ProviderStakingZeroAmount):
         staking.stake(usdc, 0, sender=provider)
 
 
 def test_stake__token_not_allowed__reverts(staking, credit, admin):
     credit.mint(admin, 10, sender=admin)
     credit.approve(staking, 10, sender=admin)
-    with strict_reverts(staking.ProviderStakingTokenNotAllowed) as info:
+    with reverts(staking.ProviderStakingTokenNotAllowed) as info:
         staking.stake(credit, 10, sender=admin)
-    assert info.value.inputs["token"] == credit.address
+    assert info.inputs["token"] == credit.address
 
 
 # ───────────────────────────── unstake ─────────────────────────────
@@ -176,22 +144,22 @@ def test_request_unstake__second_request__restarts_cooldown_for_everything_pendi
     assert position(staking, provider, usdc)["pending"] == 40 * USDC
     assert position(staking, provider, usdc)["available_at"] == second_available
     chain.pending_timestamp = first_available
-    with strict_reverts(staking.ProviderStakingCooldownActive) as info:
+    with reverts(staking.ProviderStakingCooldownActive) as info:
         staking.withdrawUnstaked(usdc, sender=provider)
-    assert info.value.inputs["availableAt"] == second_available
+    assert info.inputs["availableAt"] == second_available
 
 
 def test_request_unstake__zero__reverts(staking, usdc, provider, fund_stake):
     fund_stake(provider, usdc, 100 * USDC)
-    with strict_reverts(staking.ProviderStakingZeroAmount):
+    with reverts(staking.ProviderStakingZeroAmount):
         staking.requestUnstake(usdc, 0, sender=provider)
 
 
 def test_request_unstake__more_than_staked__reverts_insufficient_free_stake(staking, usdc, provider, fund_stake):
     fund_stake(provider, usdc, 100 * USDC)
-    with strict_reverts(staking.ProviderStakingInsufficientFreeStake) as info:
+    with reverts(staking.ProviderStakingInsufficientFreeStake) as info:
         staking.requestUnstake(usdc, 100 * USDC + 1, sender=provider)
-    assert (info.value.inputs["free"], info.value.inputs["needed"]) == (100 * USDC, 100 * USDC + 1)
+    assert (info.inputs["free"], info.inputs["needed"]) == (100 * USDC, 100 * USDC + 1)
 
 
 def test_request_unstake__collateral_locked_by_an_open_deal__cannot_be_unstaked(
@@ -202,9 +170,9 @@ def test_request_unstake__collateral_locked_by_an_open_deal__cannot_be_unstaked(
     free = 1_000 * USDC - collateral
     assert staking.freeStake(provider, usdc) == free
 
-    with strict_reverts(staking.ProviderStakingInsufficientFreeStake) as info:
+    with reverts(staking.ProviderStakingInsufficientFreeStake) as info:
         staking.requestUnstake(usdc, free + 1, sender=provider)
-    assert (info.value.inputs["free"], info.value.inputs["needed"]) == (free, free + 1)
+    assert (info.inputs["free"], info.inputs["needed"]) == (free, free + 1)
 
     staking.requestUnstake(usdc, free, sender=provider)  # everything unlocked may go
     assert position(staking, provider, usdc)["staked"] == collateral
@@ -219,9 +187,9 @@ def test_withdraw_unstaked__before_cooldown_ends__reverts_then_pays_at_the_secon
     available_at = position(staking, provider, usdc)["available_at"]
 
     chain.pending_timestamp = available_at - 1
-    with strict_reverts(staking.ProviderStakingCooldownActive) as info:
+    with reverts(staking.ProviderStakingCooldownActive) as info:
         staking.withdrawUnstaked(usdc, sender=provider)
-    assert info.value.inputs["availableAt"] == available_at
+    assert info.inputs["availableAt"] == available_at
 
     chain.pending_timestamp = available_at
     receipt = staking.withdrawUnstaked(usdc, sender=provider)
@@ -235,7 +203,7 @@ def test_withdraw_unstaked__before_cooldown_ends__reverts_then_pays_at_the_secon
 
 def test_withdraw_unstaked__nothing_pending__reverts(staking, usdc, provider, fund_stake):
     fund_stake(provider, usdc, 100 * USDC)
-    with strict_reverts(staking.ProviderStakingNothingToWithdraw):
+    with reverts(staking.ProviderStakingNothingToWithdraw):
         staking.withdrawUnstaked(usdc, sender=provider)
 
 
@@ -244,7 +212,7 @@ def test_withdraw_unstaked__twice__second_reverts_nothing_to_withdraw(staking, u
     staking.requestUnstake(usdc, 100 * USDC, sender=provider)
     chain.pending_timestamp += COOLDOWN
     staking.withdrawUnstaked(usdc, sender=provider)
-    with strict_reverts(staking.ProviderStakingNothingToWithdraw):
+    with reverts(staking.ProviderStakingNothingToWithdraw):
         staking.withdrawUnstaked(usdc, sender=provider)
     assert usdc.balanceOf(provider) == 100 * USDC
 
@@ -252,9 +220,8 @@ def test_withdraw_unstaked__twice__second_reverts_nothing_to_withdraw(staking, u
 def test_open_deal__provider_stake_all_pending__cannot_lock_collateral(staking, market, usdc, provider, open_deal):
     """Stake on its way out is not collateral: the market's lock() fails and the deal does not open."""
     staking.requestUnstake(usdc, 1_000 * USDC, sender=provider)  # everything `funded` staked
-    with strict_reverts(staking.ProviderStakingInsufficientFreeStake) as info:
+    with reverts(staking.ProviderStakingInsufficientFreeStake, provider=provider.address, token=usdc.address, free=0):
         open_deal()
-    assert (info.value.inputs["provider"], info.value.inputs["free"]) == (provider.address, 0)
     assert market.dealCount() == 0
 
 
@@ -273,19 +240,19 @@ def test_market_actions__caller_without_market_role__reverts(
         "unlock": lambda: staking.unlock(provider, usdc, 1, sender=sender),
         "slash": lambda: staking.slash(provider, usdc, 1, sender, sender=sender),
     }[action]
-    with strict_reverts(staking.AccessControlUnauthorizedAccount) as info:
+    with reverts(staking.AccessControlUnauthorizedAccount) as info:
         call()
-    assert info.value.inputs["account"] == sender.address
-    assert info.value.inputs["neededRole"] == MARKET_ROLE
+    assert info.inputs["account"] == sender.address
+    assert info.inputs["neededRole"] == MARKET_ROLE
 
 
 def test_lock__more_than_free__reverts(staking, usdc, fund_stake, provider, fake_market):
     fund_stake(provider, usdc, 100 * USDC)
     staking.requestUnstake(usdc, 30 * USDC, sender=provider)  # pending stake is not free either
     staking.lock(provider, usdc, 50 * USDC, sender=fake_market)
-    with strict_reverts(staking.ProviderStakingInsufficientFreeStake) as info:
+    with reverts(staking.ProviderStakingInsufficientFreeStake) as info:
         staking.lock(provider, usdc, 20 * USDC + 1, sender=fake_market)
-    assert (info.value.inputs["free"], info.value.inputs["needed"]) == (20 * USDC, 20 * USDC + 1)
+    assert (info.inputs["free"], info.inputs["needed"]) == (20 * USDC, 20 * USDC + 1)
 
 
 def test_lock_then_unlock__market_role__moves_collateral_between_free_and_locked(
@@ -306,17 +273,17 @@ def test_lock_then_unlock__market_role__moves_collateral_between_free_and_locked
 def test_unlock__more_than_locked__reverts(staking, usdc, fund_stake, provider, fake_market):
     fund_stake(provider, usdc, 100 * USDC)
     staking.lock(provider, usdc, 10 * USDC, sender=fake_market)
-    with strict_reverts(staking.ProviderStakingInsufficientLocked) as info:
+    with reverts(staking.ProviderStakingInsufficientLocked) as info:
         staking.unlock(provider, usdc, 10 * USDC + 1, sender=fake_market)
-    assert (info.value.inputs["locked"], info.value.inputs["needed"]) == (10 * USDC, 10 * USDC + 1)
+    assert (info.inputs["locked"], info.inputs["needed"]) == (10 * USDC, 10 * USDC + 1)
 
 
 def test_slash__more_than_locked__reverts_even_with_plenty_staked(staking, usdc, fund_stake, provider, fake_market, trainer):
     fund_stake(provider, usdc, 1_000 * USDC)
     staking.lock(provider, usdc, 10 * USDC, sender=fake_market)
-    with strict_reverts(staking.ProviderStakingInsufficientLocked) as info:
+    with reverts(staking.ProviderStakingInsufficientLocked) as info:
         staking.slash(provider, usdc, 10 * USDC + 1, trainer, sender=fake_market)
-    assert (info.value.inputs["locked"], info.value.inputs["needed"]) == (10 * USDC, 10 * USDC + 1)
+    assert (info.inputs["locked"], info.inputs["needed"]) == (10 * USDC, 10 * USDC + 1)
     assert usdc.balanceOf(trainer) == 0
 
 
@@ -356,21 +323,21 @@ def test_slash__provider_no_show_through_the_market__collateral_goes_to_the_buye
 
 
 def test_set_cooldown__above_maximum__reverts(staking, admin):
-    with strict_reverts(staking.ProviderStakingCooldownTooLong) as info:
+    with reverts(staking.ProviderStakingCooldownTooLong) as info:
         staking.setCooldown(MAX_COOLDOWN + 1, sender=admin)
-    assert (info.value.inputs["cooldown"], info.value.inputs["maximum"]) == (MAX_COOLDOWN + 1, MAX_COOLDOWN)
+    assert (info.inputs["cooldown"], info.inputs["maximum"]) == (MAX_COOLDOWN + 1, MAX_COOLDOWN)
     staking.setCooldown(MAX_COOLDOWN, sender=admin)
     assert staking.cooldown() == MAX_COOLDOWN
 
 
 def test_constructor__cooldown_above_maximum__reverts(project, admin):
-    with strict_reverts(project.ProviderStaking.ProviderStakingCooldownTooLong):
+    with reverts(project.ProviderStaking.ProviderStakingCooldownTooLong):
         admin.deploy(project.ProviderStaking, admin, MAX_COOLDOWN + 1)
 
 
 def test_admin_setters__not_admin__reverts(staking, usdc, stranger):
-    with strict_reverts(staking.AccessControlUnauthorizedAccount):
+    with reverts(staking.AccessControlUnauthorizedAccount):
         staking.setCooldown(0, sender=stranger)
-    with strict_reverts(staking.AccessControlUnauthorizedAccount):
+    with reverts(staking.AccessControlUnauthorizedAccount):
         staking.setCollateralToken(usdc, False, sender=stranger)
 

@@ -6,19 +6,14 @@ and funds an epoch. Each test starts at the first second of a fresh epoch (`epoc
 deal or record straddles an epoch boundary by accident.
 """
 
-from ast import literal_eval
-from contextlib import contextmanager
-from types import SimpleNamespace
 
-import ape
 import pytest
-from ape.exceptions import CustomError
 from eth_utils import keccak
-from hexbytes import HexBytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from market_constants import EPOCH_LENGTH, HOUR, USDC
+from strict_reverts import reverts
 
 CCR = 10**18
 GREEN_BPS = 12_000  # DeployConfig.green_multiplier_bps
@@ -30,34 +25,6 @@ pytestmark = pytest.mark.usefixtures(
     "admin", "provider", "trainer", "stranger", "sponsor", "matcher", "market", "staking", "usdc", "credit",
     "reward_pool", "fund_stake", "fund_vault", "make_offer", "make_request", "sign", "recorder", "earners", "driver", "claimers",
 )
-
-
-@contextmanager
-def strict_reverts(error):
-    """`ape.reverts(error)` that insists the revert really is `error` (Ape lets a revert it cannot
-    decode pass); undecoded revert data is decoded with `error`'s own ABI, or the test fails."""
-    box = SimpleNamespace(value=None)
-    with ape.reverts(error) as info:
-        yield box
-    raised = info.value
-    if isinstance(raised, CustomError) and raised.abi.selector == error.abi.selector:
-        pass
-    elif not isinstance(raised, error):
-        data = revert_data(raised)
-        assert data[:4] == keccak(text=error.abi.selector)[:4], f"expected {error.abi.signature}, got {raised!r}"
-        raised = error(error.abi, ape.chain.provider.network.ecosystem.decode_calldata(error.abi, data[4:]))
-    box.value = raised
-
-
-def revert_data(raised):
-    """The raw revert data of an undecoded revert. Ape's in-process provider reports it as hex, or
-    as a bytes repr (`b"..."` is left unconverted when the data contains a quote character)."""
-    message = str(raised.revert_message or "")
-    if message.startswith("0x"):
-        return HexBytes(message)
-    if message[:2] in ('b"', "b'"):
-        return HexBytes(literal_eval(message))
-    return HexBytes(b"")
 
 
 def weight(gpu_seconds, green):
@@ -131,13 +98,13 @@ def test_fund__past_epoch__reverts_epoch_closed(reward_pool, credit, epoch, chai
     credit.mint(sponsor, CCR, sender=admin)
     credit.approve(reward_pool, CCR, sender=sponsor)
     close(chain, reward_pool, epoch)
-    with strict_reverts(reward_pool.RewardPoolEpochClosed) as info:
+    with reverts(reward_pool.RewardPoolEpochClosed) as info:
         reward_pool.fund(epoch, CCR, sender=sponsor)
-    assert (info.value.inputs["epoch"], info.value.inputs["currentEpoch"]) == (epoch, epoch + 1)
+    assert (info.inputs["epoch"], info.inputs["currentEpoch"]) == (epoch, epoch + 1)
 
 
 def test_fund__zero__reverts(reward_pool, epoch, sponsor):
-    with strict_reverts(reward_pool.RewardPoolZeroAmount):
+    with reverts(reward_pool.RewardPoolZeroAmount):
         reward_pool.fund(epoch, 0, sender=sponsor)
 
 
@@ -147,9 +114,9 @@ def test_fund__zero__reverts(reward_pool, epoch, sponsor):
 @pytest.mark.parametrize("caller", ["admin", "provider", "stranger", "sponsor"])
 def test_record_delivery__not_the_recorder__reverts(caller, reward_pool, provider, request, epoch):
     sender = request.getfixturevalue(caller)
-    with strict_reverts(reward_pool.AccessControlUnauthorizedAccount) as info:
+    with reverts(reward_pool.AccessControlUnauthorizedAccount) as info:
         reward_pool.recordDelivery(provider, 3600, False, sender=sender)
-    assert (info.value.inputs["account"], info.value.inputs["neededRole"]) == (sender.address, RECORDER_ROLE)
+    assert (info.inputs["account"], info.inputs["neededRole"]) == (sender.address, RECORDER_ROLE)
     assert reward_pool.weightOf(epoch, provider) == 0
 
 
@@ -158,7 +125,7 @@ def test_record_delivery__recorder_role__is_held_by_the_market(reward_pool, mark
 
 
 def test_record_delivery__zero_seconds__reverts(reward_pool, recorder, provider, epoch):
-    with strict_reverts(reward_pool.RewardPoolZeroAmount):
+    with reverts(reward_pool.RewardPoolZeroAmount):
         reward_pool.recordDelivery(provider, 0, False, sender=recorder)
 
 
@@ -219,7 +186,7 @@ def test_market_settlements__record_gpu_seconds_and_providers_claim_their_pro_ra
     total = green_weight + plain_weight
     assert reward_pool.epochInfo(epoch) == (funding, total, 0)
 
-    with strict_reverts(reward_pool.RewardPoolEpochNotClosed):
+    with reverts(reward_pool.RewardPoolEpochNotClosed):
         reward_pool.claim(epoch, sender=provider)
 
     close(chain, reward_pool, epoch)
@@ -253,9 +220,9 @@ def test_market_abort__pays_and_records_only_the_elapsed_gpu_seconds(
 def test_claim__open_epoch__reverts_epoch_not_closed(reward_pool, recorder, fund, provider, epoch):
     fund(epoch, CCR)
     reward_pool.recordDelivery(provider, 100, False, sender=recorder)
-    with strict_reverts(reward_pool.RewardPoolEpochNotClosed) as info:
+    with reverts(reward_pool.RewardPoolEpochNotClosed) as info:
         reward_pool.claim(epoch, sender=provider)
-    assert (info.value.inputs["epoch"], info.value.inputs["currentEpoch"]) == (epoch, epoch)
+    assert (info.inputs["epoch"], info.inputs["currentEpoch"]) == (epoch, epoch)
     assert reward_pool.claimable(epoch, provider) == 0  # the view agrees
 
 
@@ -264,7 +231,7 @@ def test_claim__twice__reverts_already_claimed(reward_pool, credit, recorder, fu
     reward_pool.recordDelivery(provider, 100, False, sender=recorder)
     close(chain, reward_pool, epoch)
     reward_pool.claim(epoch, sender=provider)
-    with strict_reverts(reward_pool.RewardPoolAlreadyClaimed):
+    with reverts(reward_pool.RewardPoolAlreadyClaimed):
         reward_pool.claim(epoch, sender=provider)
     assert credit.balanceOf(provider) == CCR
     assert reward_pool.claimable(epoch, provider) == 0
@@ -274,15 +241,15 @@ def test_claim__no_delivered_work__reverts_nothing_to_claim(reward_pool, recorde
     fund(epoch, CCR)
     reward_pool.recordDelivery(provider, 100, False, sender=recorder)
     close(chain, reward_pool, epoch)
-    with strict_reverts(reward_pool.RewardPoolNothingToClaim) as info:
+    with reverts(reward_pool.RewardPoolNothingToClaim) as info:
         reward_pool.claim(epoch, sender=stranger)
-    assert info.value.inputs["provider"] == stranger.address
+    assert info.inputs["provider"] == stranger.address
 
 
 def test_claim__work_in_an_unfunded_epoch__reverts_nothing_to_claim(reward_pool, recorder, provider, epoch, chain):
     reward_pool.recordDelivery(provider, 100, False, sender=recorder)
     close(chain, reward_pool, epoch)
-    with strict_reverts(reward_pool.RewardPoolNothingToClaim):
+    with reverts(reward_pool.RewardPoolNothingToClaim):
         reward_pool.claim(epoch, sender=provider)
 
 
@@ -388,30 +355,30 @@ def test_roll_over__epoch_with_delivered_work__reverts(reward_pool, recorder, fu
     fund(epoch, CCR)
     reward_pool.recordDelivery(provider, 60, False, sender=recorder)
     close(chain, reward_pool, epoch)
-    with strict_reverts(reward_pool.RewardPoolCannotRollOver) as info:
+    with reverts(reward_pool.RewardPoolCannotRollOver) as info:
         reward_pool.rollOver(epoch, sender=stranger)
-    assert (info.value.inputs["totalWeight"], info.value.inputs["funding"]) == (60, CCR)
+    assert (info.inputs["totalWeight"], info.inputs["funding"]) == (60, CCR)
 
 
 def test_roll_over__no_funding__reverts(reward_pool, stranger, epoch, chain):
     close(chain, reward_pool, epoch)
-    with strict_reverts(reward_pool.RewardPoolCannotRollOver) as info:
+    with reverts(reward_pool.RewardPoolCannotRollOver) as info:
         reward_pool.rollOver(epoch, sender=stranger)
-    assert (info.value.inputs["totalWeight"], info.value.inputs["funding"]) == (0, 0)
+    assert (info.inputs["totalWeight"], info.inputs["funding"]) == (0, 0)
 
 
 def test_roll_over__twice__second_reverts_cannot_roll_over(reward_pool, fund, stranger, epoch, chain):
     fund(epoch, CCR)
     close(chain, reward_pool, epoch)
     reward_pool.rollOver(epoch, sender=stranger)
-    with strict_reverts(reward_pool.RewardPoolCannotRollOver):
+    with reverts(reward_pool.RewardPoolCannotRollOver):
         reward_pool.rollOver(epoch, sender=stranger)
     assert reward_pool.epochInfo(epoch + 1)[0] == CCR
 
 
 def test_roll_over__open_epoch__reverts_epoch_not_closed(reward_pool, fund, stranger, epoch):
     fund(epoch, CCR)
-    with strict_reverts(reward_pool.RewardPoolEpochNotClosed):
+    with reverts(reward_pool.RewardPoolEpochNotClosed):
         reward_pool.rollOver(epoch, sender=stranger)
 
 
@@ -420,9 +387,9 @@ def test_roll_over__open_epoch__reverts_epoch_not_closed(reward_pool, fund, stra
 
 @pytest.mark.parametrize("multiplier", [0, 9_999, 30_001])
 def test_set_green_multiplier__out_of_range__reverts(reward_pool, admin, multiplier):
-    with strict_reverts(reward_pool.RewardPoolMultiplierOutOfRange) as info:
+    with reverts(reward_pool.RewardPoolMultiplierOutOfRange) as info:
         reward_pool.setGreenMultiplier(multiplier, sender=admin)
-    assert info.value.inputs["multiplierBps"] == multiplier
+    assert info.inputs["multiplierBps"] == multiplier
     assert reward_pool.greenMultiplierBps() == GREEN_BPS
 
 
@@ -436,12 +403,12 @@ def test_set_green_multiplier__bounds__accepted_and_applied_to_new_records(
 
 
 def test_set_green_multiplier__not_admin__reverts(reward_pool, stranger):
-    with strict_reverts(reward_pool.AccessControlUnauthorizedAccount):
+    with reverts(reward_pool.AccessControlUnauthorizedAccount):
         reward_pool.setGreenMultiplier(15_000, sender=stranger)
 
 
 def test_constructor__bad_parameters__revert(project, admin, credit):
-    with strict_reverts(project.RewardPool.RewardPoolMultiplierOutOfRange):
+    with reverts(project.RewardPool.RewardPoolMultiplierOutOfRange):
         admin.deploy(project.RewardPool, admin, credit, EPOCH_LENGTH, 30_001)
-    with strict_reverts(project.RewardPool.RewardPoolInvalidEpochLength):
+    with reverts(project.RewardPool.RewardPoolInvalidEpochLength):
         admin.deploy(project.RewardPool, admin, credit, 0, GREEN_BPS)
