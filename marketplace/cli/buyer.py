@@ -206,9 +206,10 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     matches = s.api.order_matches(submitted.order.hash)
-                    if all(m.state != "proposed" for m in matches):
-                        break
-                    time.sleep(0.5)
+                    if all(m.state != "proposed" for m in matches) and all(
+                            _indexed(s, m.deal_id) for m in matches if m.deal_id is not None):
+                        break  # opened on chain and visible at the service (so `watch` works at once)
+                    time.sleep(0.3)
         data = {"order": submitted.order.model_dump(mode="json"), "job_spec": spec,
                 "matches": [m.model_dump(mode="json") for m in matches],
                 "deal_ids": [m.deal_id for m in matches if m.deal_id is not None]}
@@ -368,6 +369,14 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
 
 
 # ───────────────────────────── helpers ─────────────────────────────
+
+
+def _indexed(s: Session, deal_id: int) -> bool:
+    try:
+        s.api.deal(deal_id, live=False)
+        return True
+    except NotFound:
+        return False
 
 
 def _require_deal(s: Session, deal_id: int) -> dict[str, Any]:

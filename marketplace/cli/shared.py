@@ -250,16 +250,19 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
         if bool(order_hash) == cancel_all:
             raise InvalidInput("give one order hash, or --all", field="order_hash")
         if cancel_all:
+            open_orders = s.api.orders(owner=s.address, status="open", limit=200).items
             sent = s.wallet.send(s.gateway.market.functions.incrementCounter(), action="incrementCounter")
             counter = s.gateway.counter_of(s.address)
             withdrawn = []
-            for order in s.api.orders(owner=s.address, status="open", limit=200).items:
-                signature = s.wallet.sign_order(CancelOrder(orderHash=order.hash))
+            for order in open_orders:
+                # The service's indexer also drops orders under an old counter; a signed cancel
+                # makes it immediate (and Conflict just means the indexer was first).
                 try:
-                    s.api.cancel(order.hash, signature)
-                    withdrawn.append(order.hash)
+                    s.api.cancel(order.hash, s.wallet.sign_order(CancelOrder(orderHash=order.hash)))
                 except Conflict:
-                    pass  # filled or cancelled meanwhile
+                    pass
+                if s.api.order(order.hash).status.value == "cancelled":
+                    withdrawn.append(order.hash)
             s.emit({"counter": counter, "tx": sent.tx_hash, "withdrawn_from_service": withdrawn},
                    lambda c: c.print(f"All orders signed before are void on chain (counter now {counter}); "
                                      f"{len(withdrawn)} open order(s) withdrawn from the service."))
@@ -273,11 +276,14 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
             fn = (s.gateway.market.functions.cancelOffer if isinstance(typed, Offer)
                   else s.gateway.market.functions.cancelRequest)
             tx_hash = s.wallet.send(fn(contract_tuple(typed)), action="cancel on chain").tx_hash
-        result = order
-        if order.status.value == "open":
-            result = s.api.cancel(order.hash, s.wallet.sign_order(CancelOrder(orderHash=order.hash)))
-        elif not on_chain:
+        elif order.status.value != "open":
             raise Conflict(f"order {order.hash} is already {order.status.value}")
+        result = s.api.order(order.hash) if on_chain else order
+        if result.status.value == "open":
+            try:
+                result = s.api.cancel(order.hash, s.wallet.sign_order(CancelOrder(orderHash=order.hash)))
+            except Conflict:  # the indexer saw the on-chain cancel first
+                result = s.api.order(order.hash)
         s.emit({"hash": result.hash, "status": result.status.value, "tx": tx_hash},
                lambda c: c.print(f"Order {result.hash} is {result.status.value}"
                                  + (" and cancelled on chain." if tx_hash else ".")))
