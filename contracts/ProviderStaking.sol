@@ -4,6 +4,7 @@ pragma solidity 0.8.37;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
 
@@ -57,7 +58,9 @@ contract ProviderStaking is IProviderStaking, AccessControl, ReentrancyGuardTran
         // A strict equality on a measured amount, not on a balance an attacker can steer.
         // slither-disable-next-line incorrect-equality
         if (received == 0) revert ProviderStakingZeroAmount();
-        _positions[msg.sender][token].staked += uint128(received);
+        // Positions are uint128: a larger stake (possible with many-decimal tokens) reverts
+        // instead of being truncated and stranded.
+        _positions[msg.sender][token].staked += SafeCast.toUint128(received);
         emit Staked(msg.sender, token, received);
     }
 
@@ -98,7 +101,7 @@ contract ProviderStaking is IProviderStaking, AccessControl, ReentrancyGuardTran
         Position storage position = _positions[provider][token];
         uint256 free = uint256(position.staked) - position.locked;
         if (amount > free) revert ProviderStakingInsufficientFreeStake(provider, token, free, amount);
-        position.locked += uint128(amount);
+        position.locked += uint128(amount); // amount <= free <= staked, a uint128
         emit CollateralLocked(provider, token, amount);
     }
 

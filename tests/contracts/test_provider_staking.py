@@ -77,26 +77,18 @@ def test_stake__fee_on_transfer_token__credits_the_measured_amount(staking, fot,
     assert receipt.decode_logs(staking.Staked)[0].amount == arrived
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stake() stores uint128(received) unchecked; a stake of 2**128 units or more is "
-    "silently truncated and the excess is stranded in the contract (use SafeCast or revert)",
-)
-def test_stake__amount_beyond_uint128__is_credited_in_full_or_refused(staking, project, admin, provider):
+def test_stake__amount_beyond_uint128__reverts_and_takes_nothing(staking, project, admin, provider):
     """A collateral token with many decimals (here 40, as some bridged tokens have) makes 2**128
-    base units only ~3.4 whole tokens. Such a stake must either be credited in full or revert."""
+    base units only ~3.4 whole tokens. Such a stake must revert, not be truncated."""
     big = admin.deploy(project.MockStablecoin, "Many Decimals", "MANY", 40)
     staking.setCollateralToken(big, True, sender=admin)
     amount = 2**128 + 5
     big.mint(provider, amount, sender=provider)
     big.approve(staking, amount, sender=provider)
-    try:
+    with reverts(staking.SafeCastOverflowedUintDowncast, bits=128, value=amount):
         staking.stake(big, amount, sender=provider)
-    except ape.exceptions.ContractLogicError:
-        assert big.balanceOf(provider) == amount  # refused: nothing taken
-        return
-    staked = position(staking, provider, big)["staked"]
-    assert staked == amount == big.balanceOf(staking), f"credited {staked} of {amount} received"
+    assert big.balanceOf(provider) == amount  # refused: nothing taken
+    assert position(staking, provider, big)["staked"] == 0
 
 
 def test_stake__zero__reverts(staking, usdc, provider):
