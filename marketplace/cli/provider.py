@@ -27,7 +27,6 @@ from marketplace.cli.agent import AgentState, ProviderAgent
 from marketplace.cli.common import (
     AccountLoader,
     Session,
-    gpu_name,
     iso_time,
     make_group,
     parse_duration,

@@ -53,13 +53,6 @@ def test_provider__from_zero__runs_the_job_is_paid_withdraws_and_claims_rewards(
 
     deal_id, request = env.buyer_deal(buyer, gpu="H100 80GB")
     assert request["job_spec"] == TRAIN_SPEC
-    # A sponsor funds this reward epoch, so the delivered GPU-hours earn rewards.
-    pool = env.market.contract("RewardPool")
-    credit = env.market.contract("ComputeCredit")
-    epoch = pool.functions.currentEpoch().call()
-    env.send_as(ARBITER, credit.functions.mint(env.address(ARBITER), 1000 * CCR))
-    env.send_as(ARBITER, credit.functions.approve(pool.address, 1000 * CCR))
-    env.send_as(ARBITER, pool.functions.fund(epoch, 1000 * CCR))
 
     served = env.provider("serve", "--once", "--poll", "0.3", "--json", account=provider)
     events = [e["event"] for e in json_lines(served.stdout) if e.get("deal_id") == deal_id]
@@ -80,6 +73,15 @@ def test_provider__from_zero__runs_the_job_is_paid_withdraws_and_claims_rewards(
     withdrawn = env.provider_json("withdraw", account=provider)
     assert withdrawn["withdrawn"] == net and env.usdc(provider) - wallet_before == net and env.vault(provider) == 0
 
+    # The settlement recorded the delivered GPU-seconds in the current reward epoch; a sponsor funds it.
+    pool = env.market.contract("RewardPool")
+    credit = env.market.contract("ComputeCredit")
+    (delivery,) = pool.events.DeliveryRecorded().get_logs(from_block=0,
+                                                          argument_filters={"provider": env.address(provider)})
+    epoch = delivery["args"]["epoch"]
+    env.send_as(ARBITER, credit.functions.mint(env.address(ARBITER), 1000 * CCR))
+    env.send_as(ARBITER, credit.functions.approve(pool.address, 1000 * CCR))
+    env.send_as(ARBITER, pool.functions.fund(epoch, 1000 * CCR))
     env.warp(EPOCH_LENGTH)  # the epoch closes; rewards become claimable
     funding, total_weight, _ = pool.functions.epochInfo(epoch).call()
     weight = pool.functions.weightOf(epoch, env.address(provider)).call()
