@@ -244,3 +244,35 @@ def test_client__typed_errors_and_results(env):
     with pytest.raises(InvalidInput):
         api.submit_offer({**json_message(offer), "gpuCount": True}, market.sign(offer, PROVIDER))
     assert api.stats().open_offers >= 1
+
+
+def test_async_client__same_answers_as_the_api(env):
+    import asyncio
+
+    import httpx
+
+    from marketplace.client import AsyncMarketClient
+
+    market, service, client = env
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncMarketClient("http://testserver", transport=transport) as api:
+            health = await api.health()
+            with pytest.raises(NotFound):
+                await api.deal(424242)
+            offer = market.offer(gpuModel=6, vramGb=40)
+            submitted = await api.submit_offer(json_message(offer), market.sign(offer, PROVIDER))
+            offers = await api.orders(side="offer", limit=5)
+            return health, offers, submitted
+
+    health, offers, submitted = asyncio.run(scenario())
+    assert health.status == "ok" and submitted.order.hash in {o.hash for o in offers.items}
+    assert submitted.order.hash == "0x" + offer_hash_of(submitted)
+
+
+def offer_hash_of(submitted) -> str:
+    from marketplace.orderbook import parse_typed
+    from marketplace.signing import Offer
+
+    return parse_typed(Offer, submitted.order.order).struct_hash().hex()
