@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -224,11 +225,13 @@ class Wallet:
     """One account's view of the chain: typed-data signatures and transactions."""
 
     def __init__(self, gateway: ChainGateway, signer: Signer, *, receipt_timeout: float = 120.0,
-                 on_sent: Callable[[str, str], None] | None = None):
+                 on_sent: Callable[[str, str], None] | None = None,
+                 waiting: Callable[[str], AbstractContextManager[Any]] | None = None):
         self.gateway = gateway
         self.signer = signer
         self.receipt_timeout = receipt_timeout
         self.on_sent = on_sent  # called with (action, tx hash) right after broadcast
+        self.waiting = waiting or (lambda _text: nullcontext())  # e.g. a spinner while the receipt is awaited
         self._decoder: RevertDecoder | None = None
 
     @property
@@ -300,7 +303,9 @@ class Wallet:
         if self.on_sent is not None:
             self.on_sent(action, hex_hash)
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.2)
+            with self.waiting(f"{action}: waiting for {hex_hash[:12]}… to be mined"):
+                receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout,
+                                                                   poll_latency=0.2)
         except TimeExhausted:
             raise ServiceUnavailable(
                 f"{action}: transaction {hex_hash} was not mined within {self.receipt_timeout:.0f}s; "

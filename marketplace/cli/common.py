@@ -33,6 +33,7 @@ from rich.console import Console
 from marketplace.chain.gateway import ChainGateway, ChainUnavailable
 from marketplace.chain.wallet import KeySigner, Signer, Wallet
 from marketplace.client import DEFAULT_URL, MarketClient
+from marketplace.devnet import rpc_chain_id
 from marketplace.errors import InvalidInput, MarketError, NotFound, ServiceUnavailable
 from marketplace.jobs import MAX_ITERATIONS, MAX_SAMPLES, JobSpecError
 from marketplace.matching.catalog import ANY_GPU_MODEL, GPU_MODELS, REGIONS, GpuModel
@@ -475,6 +476,8 @@ class Session:
     @cached_property
     def gateway(self) -> ChainGateway:
         registry = Registry.load(self.registry_path)
+        if rpc_chain_id(self.rpc_url, timeout=3.0) is None:  # one quick probe instead of the gateway's retries
+            raise ServiceUnavailable(_node_down(self.rpc_url))
         gateway = ChainGateway(self.rpc_url, registry, timeout=10.0)
         try:
             chain_id = gateway.chain_id
@@ -500,11 +503,11 @@ class Session:
 
     @cached_property
     def wallet(self) -> Wallet:
-        return Wallet(self.gateway, self.signer, on_sent=self._announce_tx)
+        return Wallet(self.gateway, self.signer, on_sent=self._announce_tx, waiting=self.waiting)
 
     def _announce_tx(self, action: str, tx_hash: str) -> None:
         if not self.as_json:
-            self.err.print(f"[dim]→ {action}: sent {tx_hash}, waiting for it to be mined…[/dim]")
+            self.err.print(f"[dim]→ {action}: sent {tx_hash}[/dim]")
 
     def now(self) -> int:
         return self.gateway.timestamp()
