@@ -81,6 +81,7 @@ class DealRecord:
     deal_id: int
     provider: str
     phase: str = "new"  # new → starting → running → finished → done | missed | skipped | stopped
+    fingerprint: str | None = None  # the deal's fixed terms: a reset devnet reuses deal ids for other deals
     job_spec_hash: str | None = None
     start_tx: str | None = None
     started_at: int | None = None  # chain time (DealStarted)
@@ -327,9 +328,18 @@ class ProviderAgent:
         status = DealStatus(deal["status"])
         record = self.state.get(self.chain_id, deal_id)
         if status == DealStatus.NONE or deal["provider"].lower() != self.provider.lower():
+            if record is not None and record.active:  # remembered from a chain that was reset
+                record.phase, record.note = "stopped", "no such deal of this provider on chain any more"
+                self.state.save(record)
             return
+        fingerprint = f"{deal['buyer']}:{deal['startDeadline']}:{deal['bookedHours']}:{deal['pricePerGpuHour']}"
+        if record is not None and record.fingerprint not in (None, fingerprint):
+            self.log("stale_record", {"deal_id": deal_id, "note": "a different deal had this id (chain reset?)"})
+            record = None
         if record is None:
-            record = DealRecord(chain_id=self.chain_id, deal_id=deal_id, provider=self.provider)
+            record = DealRecord(chain_id=self.chain_id, deal_id=deal_id, provider=self.provider,
+                                fingerprint=fingerprint)
+        record.fingerprint = fingerprint
         if status == DealStatus.OPEN:
             self._open(deal_id, deal, record)
         elif status == DealStatus.RUNNING:

@@ -438,6 +438,7 @@ def _describe(event: str, data: dict[str, Any]) -> str:
         "waiting": lambda: f"waiting: {data['reason']}",
         "job_left_running": lambda: f"job pid {data['pid']} keeps running; the next `serve` picks it up",
         "agent_stopped": lambda: f"agent stopped ({data['reason']})",
+        "stale_record": lambda: f"forgot what the agent knew about an older deal with this id ({data['note']})",
         "error": lambda: f"[red]error[/red]: {data['message']}",
     }
     render = texts.get(event)
