@@ -120,7 +120,8 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
             method = "approve"
         vault = s.gateway.vault_balance(s.address, tok.address)
         s.emit({"deposited": units, "vault": vault, "method": method, "tx": sent.tx_hash},
-               lambda c: c.print(f"Deposited {tok.fmt(units)} ({'with a permit' if method == 'permit' else 'approve + deposit'}); "
+               lambda c: c.print(f"Deposited {tok.fmt(units)} "
+                                 f"({'with a permit' if method == 'permit' else 'approve + deposit'}); "
                                  f"vault holds {tok.fmt(vault)}."))
 
     # ───────────────────────────── requests ─────────────────────────────

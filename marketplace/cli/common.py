@@ -656,8 +656,3 @@ def make_group(name: str, role: str, help_text: str, account_loader: AccountLoad
 
     return group
 
-
-def require_found(value: Any, message: str) -> Any:
-    if value is None:
-        raise NotFound(message)
-    return value

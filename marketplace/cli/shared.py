@@ -101,8 +101,8 @@ def orders_table(orders: list[OrderOut], tokens: TokenCache, now: int, *, side: 
         else:
             count, hours = message["gpuCount"], f"{message['totalHours']} (min {message['minHours']})"
             filled = f"{order.filled}/{order.capacity} h"
-        table.add_row(short(order.hash, 12), order.status.value, gpu_name(order.gpu_model), str(count), token.fmt(int(order.price)),
-                      hours, filled, relative(order.expiry, now))
+        table.add_row(short(order.hash, 12), order.status.value, gpu_name(order.gpu_model), str(count),
+                      token.fmt(int(order.price)), hours, filled, relative(order.expiry, now))
     return table
 
 
@@ -129,7 +129,8 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
     order_side = "offer" if side == "provider" else "request"
     example = f"ape run {side}"
 
-    @group.command("status", help=_doc("""Your account: ETH for gas, token wallet and market vault balances (and stake, for providers).
+    @group.command("status", help=_doc("""Your account: ETH for gas, token wallet and market vault balances
+        (and stake, for providers).
 
         \b
         Example:
@@ -165,7 +166,6 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
             console.print(table)
 
         s.emit(data, render)
-
 
     @group.command("faucet", help=_doc("""Mint test tokens to your wallet (devnet mock stablecoins only).
 
@@ -233,12 +233,13 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
                lambda c: c.print(deals_table(page.items, tokens, s.now(), side=side)))
 
 
-    @group.command("cancel", help=_doc("""Cancel one of your {orders} (signed, off chain: the service stops matching it), or all of them.
+    @group.command("cancel", help=_doc("""Cancel one of your {orders} (signed, off chain: the service stops matching
+        it), or all of them.
 
         \b
         Examples:
-          {example} cancel 0x3f…c2            # one order, signed CancelOrder to the service
-          {example} cancel 0x3f…c2 --on-chain # …and cancelled in the contract too
+          {example} cancel 0x3f9a1c7be0d4     # one order (hash, or a prefix), signed CancelOrder to the service
+          {example} cancel 0x3f9a1c7be0d4 --on-chain  # …and cancelled in the contract too
           {example} cancel --all              # every order you signed so far (on-chain counter)
         """, example=example, orders=order_side + "s"))
     @click.argument("order_hash", required=False)
