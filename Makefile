@@ -93,5 +93,20 @@ lint: setup  ## Slither static analysis: fails on untriaged high/medium findings
 	@$(PY) -c 'import glob, json, sys; json.dump({"language": "Solidity", "settings": {"evmVersion": "cancun"}, "sources": {f: {"urls": [f]} for f in sorted(glob.glob("contracts/*.sol"))}}, open(sys.argv[1], "w"))' $(SLITHER_INPUT)
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(VENV)/bin/slither $(SLITHER_INPUT) --compile-force-framework Solc-json --config-file slither.config.json
 
+# Invariant fuzzing with Foundry's runner (fuzz/, foundry.toml; see FUZZING.md): two campaigns
+# (deploy.py's defaults and the parameters' edges) run in parallel, FUZZ_RUNS x FUZZ_DEPTH handler
+# calls each from a fixed seed, every invariant checked after every call. forge compiles through the
+# solc-js bridge and never downloads anything.
+FUZZ_SEED ?= 0x5eed
+FUZZ_RUNS ?= 100
+FUZZ_DEPTH ?= 500
+
+.PHONY: fuzz
+fuzz: setup  ## Invariant fuzzing (Foundry, fixed seed, >= 100,000 calls); prints the calls made
+	@rm -rf out/fuzz-stats && mkdir -p out/fuzz-stats
+	set -o pipefail; FOUNDRY_INVARIANT_RUNS=$(FUZZ_RUNS) FOUNDRY_INVARIANT_DEPTH=$(FUZZ_DEPTH) \
+	FUZZ_STATS=out/fuzz-stats node_modules/.bin/forge test --fuzz-seed $(FUZZ_SEED) 2>&1 | tee out/fuzz-stats/forge.log; \
+	status=$$?; $(PY) fuzz/summarize.py out/fuzz-stats/forge.log out/fuzz-stats || exit 1; exit $$status
+
 clean: devnet-stop  ## Remove build outputs and local state (keeps .venv and node_modules)
 	rm -rf .build .run deployments .solcx contracts/.cache
