@@ -69,10 +69,16 @@ class _Typed:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def struct_hash(self) -> bytes:
-        """hashStruct(): keccak(typehash ‖ abi.encode(fields)); every field is a static type."""
-        values = [bytes.fromhex(v[2:]) if t == "bytes32" and isinstance(v, str) else v
-                  for (_, t), v in zip(self.TYPES, self.as_tuple(), strict=True)]
-        return keccak(abi_encode(["bytes32", *[t for _, t in self.TYPES]], [self.typehash(), *values]))
+        """hashStruct(): keccak(typehash ‖ encodeData); dynamic `string` fields enter as their keccak."""
+        types, values = [], []
+        for (_, solidity_type), value in zip(self.TYPES, self.as_tuple(), strict=True):
+            if solidity_type == "string":
+                types.append("bytes32")
+                values.append(keccak(text=value))
+            else:
+                types.append(solidity_type)
+                values.append(bytes.fromhex(value[2:]) if solidity_type == "bytes32" and isinstance(value, str) else value)
+        return keccak(abi_encode(["bytes32", *types], [self.typehash(), *values]))
 
     def typed_data(self, chain_id: int, verifying_contract: str) -> dict[str, Any]:
         return {
