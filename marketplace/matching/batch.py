@@ -17,17 +17,23 @@ One deal per pair, as in continuous matching. All deals of a window open at
 
 Methods
 -------
-* ``"lp"`` (default): the LP relaxation (``0 <= x <= hi``) solved by HiGHS
-  (``scipy.optimize.linprog``) with column generation -- start from each
+* ``"auto"`` (default): (1) the LP relaxation (``0 <= x <= hi``) solved by
+  HiGHS (``scipy.optimize.linprog``) with column generation -- start from each
   request's cheapest and each offer's highest-bidding partners, price every
-  other pair with the duals, add the ones with positive reduced cost, repeat
-  until none is left -- then round down, drop deals below ``lo`` and refill
-  what is left greedily. The LP duals give an upper bound on the optimum
-  (see ``upper_bound`` below), so the result carries its own certified gap.
-* ``"exact"``: the mixed-integer program itself (semi-integer variables) solved
-  by HiGHS branch-and-bound (``scipy.optimize.milp``); optimal when it finishes
-  within ``time_limit`` (reported either way, with HiGHS's dual bound).
-* ``"greedy"``: pairs by surplus per GPU-hour, largest first; no bound. A baseline.
+  other pair with the duals, add those with positive reduced value, repeat
+  until none is left; its duals certify an upper bound on the optimum (below).
+  (2) An LP-guided fill: pairs in order of LP hours, then reduced value. If
+  that is within ``target_gap`` of the bound, done. (3) Otherwise the pairs the
+  LP uses, plus each split request's best alternatives, fall apart into small
+  independent sub-markets; each is solved as a MILP by HiGHS
+  (``scipy.optimize.milp``, binary "deal or no deal" per pair with a minimum
+  above one hour), rounded down and refilled. The better of (2) and (3) wins.
+  Windows with at most ``exact_below`` candidate pairs go straight to "exact".
+* ``"exact"``: the whole MILP with integer hours, no gap, no node limit: the
+  reference optimum. Fine for small windows; at thousands of orders HiGHS
+  needs minutes to hours.
+* ``"lp"``: steps (1) and (2) only. ``"greedy"``: pairs by surplus per
+  GPU-hour, largest first; no bound. Baselines.
 
 Price rule and the clearing price
 ---------------------------------
@@ -77,17 +83,33 @@ from .deals import Deal
 from .errors import DuplicateOrder, InvalidQuantity, MatchingError, SolverError
 from .orders import MAX_HOURS, SECONDS_PER_HOUR, Offer, Order, Request
 
-Method = Literal["lp", "exact", "greedy"]
+Method = Literal["auto", "lp", "exact", "greedy"]
 
 
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
-    method: Method = "lp"
-    time_limit: float | None = None  # seconds, for the HiGHS calls ("exact", and each LP round)
-    mip_rel_gap: float = 0.0  # "exact": stop when within this relative gap of HiGHS's bound
-    initial_partners: int = 3  # "lp": columns to start from, per request and per offer
-    added_per_round: int = 5  # "lp": most attractive new columns per request and round
-    max_rounds: int = 50  # "lp": column-generation rounds (the bound stays valid if cut short)
+    method: Method = "auto"
+    # Column generation ("auto", "lp"): columns to start from per request and per offer, new
+    # columns per request and round, and a cap on rounds (the bound stays valid if cut short).
+    initial_partners: int = 3
+    added_per_round: int = 5
+    max_rounds: int = 50
+    # "auto": windows with at most this many candidate pairs are solved exactly (the "exact" MILP).
+    exact_below: int = 500
+    # "auto": skip the MILP stage when the LP-guided allocation is already this close to the bound;
+    # otherwise re-solve exactly the sub-markets the LP split, each request offered this many
+    # alternatives beyond the LP's own pairs.
+    target_gap: float = 1e-4
+    alternatives: int = 15
+    # HiGHS branch-and-bound ("auto" per sub-market, "exact" for the whole window). Node limits keep
+    # results deterministic; a time limit is only a safety net (its outcome depends on machine load).
+    mip_rel_gap: float = 1e-4
+    node_limit: int | None = 5_000
+    # "auto": integer hours inside sub-market MILPs of at most this many pairs (exact), continuous
+    # hours rounded down above it (much faster on big sub-markets; the refill recovers most).
+    integral_below: int = 1_000
+    integral_hours: bool = False  # integer hours in every sub-market, whatever its size
+    time_limit: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +314,7 @@ def build_candidates(
 
 
 def _constraint_matrix(c: Candidates, cols: np.ndarray):  # type: ignore[no-untyped-def]
+    """Rows: one per request (sum of hours), one per offer (sum of GPU-hours)."""
     from scipy.sparse import csc_array
 
     n_r = len(c.requests)
@@ -303,11 +326,17 @@ def _constraint_matrix(c: Candidates, cols: np.ndarray):  # type: ignore[no-unty
 
 
 def _first_k_per_group(group: np.ndarray, sort_key: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest ``sort_key`` within each group (ties: lower index first)."""
     order = np.lexsort((np.arange(len(group)), sort_key, group))
     g = group[order]
     starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1] if len(g) else np.zeros(0, dtype=np.int64)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     return order[rank < k]
+
+
+def _pair_values(c: Candidates) -> np.ndarray:
+    """Objective per deal-hour: gpu_count x surplus per GPU-hour."""
+    return c.request_gpus[c.r] * c.surplus
 
 
 def _dual_bound(c: Candidates, w: np.ndarray, u: np.ndarray) -> float:
@@ -324,7 +353,7 @@ def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarra
     n = len(c)
     n_r = len(c.requests)
     g = c.request_gpus[c.r].astype(np.float64)
-    value = g * c.surplus  # objective per deal-hour
+    value = _pair_values(c)
     scale = float(value.max())
     cost = -value / scale  # linprog minimises; scaled to keep HiGHS well conditioned
     bid = np.array([float(r.max_price_per_gpu_hour) for r in c.requests])
@@ -333,7 +362,6 @@ def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarra
     selected[_first_k_per_group(c.r, ask[c.o], config.initial_partners)] = True
     selected[_first_k_per_group(c.o, -bid[c.r], config.initial_partners)] = True
     b_ub = np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64)
-    options = {} if config.time_limit is None else {"time_limit": config.time_limit}
     x_full = np.zeros(n)
     y = np.zeros(n_r + len(c.offers))
     rounds = 0
@@ -346,7 +374,6 @@ def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarra
             b_ub=b_ub,
             bounds=np.stack([np.zeros(len(cols)), c.hi[cols].astype(np.float64)], axis=1),
             method="highs-ds",
-            options=options,
         )
         if res.status != 0 or res.x is None:
             raise SolverError(f"LP relaxation failed: {res.message}")
@@ -364,31 +391,93 @@ def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarra
     return x_full, w, u, rounds
 
 
-def _round_and_refill(c: Candidates, x: np.ndarray) -> np.ndarray:
-    """Integral, feasible deal hours from a fractional solution; then fill what is left."""
-    hours = np.floor(x + 1e-6).astype(np.int64)
-    hours = np.minimum(hours, c.hi)
-    hours[hours < c.lo] = 0
-    return _greedy_fill(c, hours)
+def _milp(
+    c: Candidates, cols: np.ndarray, *, integral_hours: bool, node_limit: int | None, time_limit: float | None,
+    gap: float,
+) -> tuple[np.ndarray, bool, float]:
+    """Welfare-maximising deal hours on the pairs ``cols`` (others stay at 0).
+
+    Formulation: hours ``x`` per pair, and for pairs whose minimum deal is
+    more than one hour a binary ``y`` with ``lo*y <= x <= hi*y`` -- HiGHS
+    handles this far better than semi-integer variables. With
+    ``integral_hours=False`` hours are continuous and rounded down afterwards
+    (much faster; the caller refills). Returns (hours, proven optimal, dual bound).
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csc_array, diags, hstack, vstack
+
+    n = len(cols)
+    lo, hi = c.lo[cols], c.hi[cols]
+    value = _pair_values(c)[cols]
+    scale = float(value.max())
+    a = _constraint_matrix(c, cols)
+    used = np.unique(np.concatenate([c.r[cols], len(c.requests) + c.o[cols]]))
+    a = a[used]  # only the rows these pairs touch
+    capacity = np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64)[used]
+    chunky = np.flatnonzero(lo >= 2)
+    m = len(chunky)
+    pick = csc_array((np.ones(m), (np.arange(m), chunky)), shape=(m, n))
+    matrix = vstack(
+        [
+            hstack([a, csc_array((a.shape[0], m))]),
+            hstack([pick, -diags(hi[chunky].astype(np.float64))]),  # x <= hi*y
+            hstack([pick, -diags(lo[chunky].astype(np.float64))]),  # x >= lo*y
+        ]
+    ).tocsc()
+    lower = np.concatenate([np.full(a.shape[0], -np.inf), np.full(m, -np.inf), np.zeros(m)])
+    upper = np.concatenate([capacity, np.zeros(m), np.full(m, np.inf)])
+    options: dict[str, object] = {"mip_rel_gap": gap}
+    if node_limit is not None:
+        options["node_limit"] = node_limit
+    if time_limit is not None:
+        options["time_limit"] = time_limit
+    res = milp(
+        np.concatenate([-value / scale, np.zeros(m)]),
+        integrality=np.concatenate([np.full(n, 1 if integral_hours else 0), np.ones(m)]),
+        bounds=Bounds(np.zeros(n + m), np.concatenate([hi.astype(np.float64), np.ones(m)])),
+        constraints=LinearConstraint(matrix, lower, upper),
+        options=options,
+    )
+    if res.x is None:
+        raise SolverError(f"MILP returned no solution: {res.message}")
+    hours = np.floor(res.x[:n] + 1e-6).astype(np.int64)
+    hours = np.minimum(hours, hi)
+    hours[hours < lo] = 0
+    bound = getattr(res, "mip_dual_bound", None)
+    return hours, res.status == 0, (-float(bound) * scale if bound is not None else math.inf)
 
 
-def _greedy_fill(c: Candidates, hours: np.ndarray) -> np.ndarray:
+def _components(c: Candidates, cols: np.ndarray) -> list[np.ndarray]:
+    """Split pairs into independent sub-markets (connected components of the pair graph)."""
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    n_r = len(c.requests)
+    size = n_r + len(c.offers)
+    graph = coo_array((np.ones(len(cols)), (c.r[cols], n_r + c.o[cols])), shape=(size, size))
+    _, label = connected_components(graph, directed=False)
+    comp = label[c.r[cols]]
+    order = np.argsort(comp, kind="stable")  # keeps canonical pair order inside a component
+    bounds = np.r_[0, np.flatnonzero(np.diff(comp[order])) + 1, len(order)]
+    parts = [cols[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
+    parts.sort(key=lambda p: int(p[0]))  # deterministic: by first pair in canonical order
+    return parts
+
+
+def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Grow deals pair by pair in ``order`` as far as capacities allow (one deal per pair)."""
     hours = hours.copy()
     g = c.request_gpus[c.r]
-    request_left = c.request_hours - np.bincount(c.r, weights=hours, minlength=len(c.requests)).astype(np.int64)
-    offer_left = c.offer_capacity - np.bincount(c.o, weights=hours * g, minlength=len(c.offers)).astype(np.int64)
-    # Only pairs that could still grow: saves the Python loop most of the pairs.
-    grow = np.flatnonzero(
-        (hours < c.hi)
-        & (request_left[c.r] >= np.where(hours > 0, 1, c.lo))
-        & (offer_left[c.o] >= g * np.where(hours > 0, 1, c.lo))
-    )
-    # Explicit tie-breaking: surplus per GPU-hour, then request arrival, then ask, then offer arrival.
-    order = grow[np.lexsort((c.o[grow], c.ask_rank[c.o[grow]], c.r[grow], -c.surplus[grow]))].tolist()
+    request_left = (c.request_hours - np.bincount(c.r, weights=hours, minlength=len(c.requests))).astype(np.int64)
+    offer_left = (c.offer_capacity - np.bincount(c.o, weights=hours * g, minlength=len(c.offers))).astype(np.int64)
+    # Only pairs that could still grow: spares the Python loop most pairs.
+    step = np.where(hours > 0, 1, c.lo)
+    can_grow = (hours < c.hi) & (request_left[c.r] >= step) & (offer_left[c.o] >= g * step)
+    order = order[can_grow[order]]
     req_left = request_left.tolist()
     off_left = offer_left.tolist()
     r_list, o_list, lo_list, hi_list, g_list = c.r.tolist(), c.o.tolist(), c.lo.tolist(), c.hi.tolist(), g.tolist()
-    for i in order:
+    for i in order.tolist():
         r, o, gpu = r_list[i], o_list[i], g_list[i]
         current = int(hours[i])
         extra = min(hi_list[i] - current, req_left[r], off_left[o] // gpu)
@@ -400,33 +489,53 @@ def _greedy_fill(c: Candidates, hours: np.ndarray) -> np.ndarray:
     return hours
 
 
-def _solve_exact(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, float, bool]:
-    from scipy.optimize import Bounds, LinearConstraint, milp
+def _surplus_order(c: Candidates) -> np.ndarray:
+    """Explicit tie-breaking: surplus per GPU-hour, then request arrival, then ask, then offer arrival."""
+    return np.lexsort((c.o, c.ask_rank[c.o], c.r, -c.surplus))
 
-    n = len(c)
-    g = c.request_gpus[c.r].astype(np.float64)
-    value = g * c.surplus
-    scale = float(value.max())
-    options: dict[str, object] = {"mip_rel_gap": config.mip_rel_gap}
-    if config.time_limit is not None:
-        options["time_limit"] = config.time_limit
-    res = milp(
-        -value / scale,
-        integrality=np.full(n, 3),  # semi-integer: 0 or an integer in [lo, hi]
-        bounds=Bounds(c.lo.astype(np.float64), c.hi.astype(np.float64)),
-        constraints=LinearConstraint(
-            _constraint_matrix(c, np.arange(n)),
-            -np.inf,
-            np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64),
-        ),
-        options=options,
-    )
-    if res.x is None:
-        raise SolverError(f"MILP returned no solution: {res.message}")
-    hours = np.round(res.x).astype(np.int64)
-    hours[hours < c.lo] = 0
-    bound = -float(res.mip_dual_bound) * scale if getattr(res, "mip_dual_bound", None) is not None else math.nan
-    return hours, bound, res.status == 0
+
+def _guided_order(c: Candidates, x: np.ndarray, reduced: np.ndarray) -> np.ndarray:
+    """LP-guided: largest LP deals first, then by reduced value, then the surplus order."""
+    base = _surplus_order(c)
+    rank = np.empty(len(c), dtype=np.int64)
+    rank[base] = np.arange(len(c))
+    return np.lexsort((rank, -reduced, -np.round(x, 6)))
+
+
+def _welfare_of(c: Candidates, hours: np.ndarray) -> float:
+    return float(_pair_values(c) @ hours)
+
+
+def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """LP bound and guidance, then exact MILPs on the sub-markets the LP could not settle."""
+    x, w, u, rounds = _solve_lp(c, config)
+    value = _pair_values(c)
+    reduced = value - w[c.r] - c.request_gpus[c.r] * u[c.o]
+    best = _fill(c, np.zeros(len(c), dtype=np.int64), _guided_order(c, x, reduced))
+    bound = _dual_bound(c, w, u)
+    if bound - _welfare_of(c, best) <= config.target_gap * bound:
+        return best, w, u, rounds
+    # Pairs the LP uses, plus the best alternatives of requests it split or left fractional.
+    dirty = (x > 1e-9) & ((x < c.lo - 1e-6) | (np.abs(x - np.round(x)) > 1e-6))
+    dirty_request = np.zeros(len(c.requests), dtype=bool)
+    dirty_request[c.r[dirty]] = True
+    keep = x > 1e-9
+    options = np.flatnonzero(dirty_request[c.r])
+    keep[options[_first_k_per_group(c.r[options], -reduced[options], config.alternatives)]] = True
+    hours = np.zeros(len(c), dtype=np.int64)
+    for part in _components(c, np.flatnonzero(keep)):
+        if not dirty[part].any():
+            # The LP already settled this sub-market with whole hours above every minimum.
+            hours[part] = np.round(x[part]).astype(np.int64)
+            continue
+        part_hours, _, _ = _milp(
+            c, part, integral_hours=config.integral_hours or len(part) <= config.integral_below,
+            node_limit=config.node_limit, time_limit=config.time_limit,
+            gap=config.mip_rel_gap,
+        )
+        hours[part] = part_hours
+    hours = _fill(c, hours, _guided_order(c, x, reduced))
+    return (hours if _welfare_of(c, hours) > _welfare_of(c, best) else best), w, u, rounds
 
 
 # ------------------------------------------------------------------- assembly
@@ -477,12 +586,19 @@ def clear_batch(
         hours = np.zeros(0, dtype=np.int64)
         bound, optimal = 0.0, True
     elif config.method == "greedy":
-        hours = _greedy_fill(c, np.zeros(len(c), dtype=np.int64))
-    elif config.method == "exact":
-        hours, bound, optimal = _solve_exact(c, config)
+        hours = _fill(c, np.zeros(len(c), dtype=np.int64), _surplus_order(c))
+    elif config.method == "exact" or (config.method == "auto" and len(c) <= config.exact_below):
+        # The reference: no gap, no node limit; only the optional safety time limit.
+        hours, optimal, bound = _milp(
+            c, np.arange(len(c)), integral_hours=True, node_limit=None, time_limit=config.time_limit, gap=0.0
+        )
     elif config.method == "lp":
         x, w, u, rounds = _solve_lp(c, config)
-        hours = _round_and_refill(c, x)
+        reduced = _pair_values(c) - w[c.r] - c.request_gpus[c.r] * u[c.o]
+        hours = _fill(c, np.zeros(len(c), dtype=np.int64), _guided_order(c, x, reduced))
+        bound = _dual_bound(c, w, u)
+    elif config.method == "auto":
+        hours, w, u, rounds = _solve_auto(c, config)
         bound = _dual_bound(c, w, u)
     else:
         raise ValueError(f"unknown method {config.method!r}")
@@ -498,7 +614,7 @@ def clear_batch(
         welfare += (request.max_price_per_gpu_hour - offer.price_per_gpu_hour) * deal.gpu_hours
         offer_left[offer.order_id] -= deal.gpu_hours
         request_left[request.order_id] -= h
-    if bound is not None and not math.isnan(bound):
+    if bound is not None and math.isfinite(bound):
         bound = max(bound, float(welfare))  # float rounding must not make the bound look violated
         gap = (bound - welfare) / bound if bound > 0 else 0.0
         optimal = optimal or gap <= 1e-9
@@ -515,8 +631,8 @@ def clear_batch(
         prices=_market_prices(deals, {o.order_id: o for o in c.offers}),
         offer_remaining=offer_left,
         request_remaining=request_left,
-        request_values={r.order_id: float(w[i]) for i, r in enumerate(c.requests)} if config.method == "lp" else {},
-        offer_values={o.order_id: float(u[i]) for i, o in enumerate(c.offers)} if config.method == "lp" else {},
+        request_values={r.order_id: float(w[i]) for i, r in enumerate(c.requests)} if rounds else {},
+        offer_values={o.order_id: float(u[i]) for i, o in enumerate(c.offers)} if rounds else {},
         candidate_pairs=len(c),
         rounds=rounds,
         seconds=time.perf_counter() - started,

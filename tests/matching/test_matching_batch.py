@@ -1,0 +1,222 @@
+"""Batch auction: optimal on tiny instances (brute force), feasible and verifiable always."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from marketplace.matching.batch import (
+    BatchAuction,
+    BatchConfig,
+    BatchVerificationError,
+    certified_upper_bound,
+    clear_batch,
+    verify_batch,
+)
+from marketplace.matching.compat import deal_hours_bounds, is_live, prices_cross, statically_compatible
+from marketplace.matching.continuous import ContinuousMatcher
+from marketplace.matching.deals import Deal, total_welfare
+from marketplace.matching.errors import DuplicateOrder, InvalidQuantity, OrderExpired
+from marketplace.matching.generator import MarketGenerator
+from marketplace.matching.orders import Offer, Request
+
+from matching_factories import NOW, offer, request
+
+TINY = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+def brute_force_optimum(offer_list: list[Offer], request_list: list[Request], now: int) -> int:
+    """Try every allocation: per pair 0 or any allowed size, under capacity and hours."""
+    pairs = []
+    for o in offer_list:
+        for r in request_list:
+            if statically_compatible(o, r) and prices_cross(o, r) and is_live(o, now) and is_live(r, now):
+                lo, hi = deal_hours_bounds(o, o.capacity_gpu_hours, r, r.hours, now)
+                if lo <= hi:
+                    pairs.append((o, r, lo, hi))
+    capacity = {o.order_id: o.capacity_gpu_hours for o in offer_list}
+    hours = {r.order_id: r.hours for r in request_list}
+    best = 0
+
+    def search(i: int, welfare: int) -> None:
+        nonlocal best
+        if i == len(pairs):
+            best = max(best, welfare)
+            return
+        search(i + 1, welfare)  # no deal for this pair
+        o, r, lo, hi = pairs[i]
+        for h in range(lo, hi + 1):
+            if capacity[o.order_id] < r.gpu_count * h or hours[r.order_id] < h:
+                break
+            capacity[o.order_id] -= r.gpu_count * h
+            hours[r.order_id] -= h
+            search(i + 1, welfare + (r.max_price_per_gpu_hour - o.price_per_gpu_hour) * r.gpu_count * h)
+            capacity[o.order_id] += r.gpu_count * h
+            hours[r.order_id] += h
+
+    search(0, 0)
+    return best
+
+
+@st.composite
+def tiny_windows(draw: st.DrawFn) -> tuple[list[Offer], list[Request]]:
+    """Up to 3 x 3 orders in one crowded market, so that most windows have real trade-offs."""
+    offer_list = []
+    for i in range(draw(st.integers(1, 3))):
+        min_hours = draw(st.integers(1, 2))
+        offer_list.append(
+            offer(
+                f"o{i}",
+                gpu_count=draw(st.sampled_from([2, 4])),
+                region=draw(st.sampled_from([5, 7])),
+                green_energy=draw(st.booleans()),
+                price_per_gpu_hour=draw(st.integers(1, 4)) * 100,
+                min_hours=min_hours,
+                max_hours=draw(st.integers(min_hours, 4)),
+                capacity_gpu_hours=draw(st.integers(min_hours, 12)),
+                available_until=NOW + draw(st.integers(2, 6)) * 3_600,
+            )
+        )
+    request_list = []
+    for i in range(draw(st.integers(1, 3))):
+        hours = draw(st.integers(1, 5))
+        request_list.append(
+            request(
+                f"r{i}",
+                gpu_model=draw(st.sampled_from([0, 8])),
+                gpu_count=draw(st.sampled_from([1, 2, 4])),
+                region_mask=draw(st.sampled_from([1 << 5, 1 << 7, (1 << 5) | (1 << 7)])),
+                green_only=draw(st.sampled_from([False, False, True])),
+                max_price_per_gpu_hour=draw(st.integers(2, 6)) * 100,
+                hours=hours,
+                min_hours=draw(st.integers(1, hours)),
+            )
+        )
+    return offer_list, request_list
+
+
+@TINY
+@given(tiny_windows())
+def test_property__tiny_windows__batch_welfare_equals_brute_force(window) -> None:  # type: ignore[no-untyped-def]
+    offer_list, request_list = window
+    optimum = brute_force_optimum(offer_list, request_list, NOW)
+    for method in ("auto", "exact"):
+        result = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method=method))
+        verify_batch(result, offer_list, request_list)
+        assert result.welfare == optimum, method
+        assert result.optimal
+    for method in ("lp", "greedy"):
+        result = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method=method))
+        verify_batch(result, offer_list, request_list)
+        assert result.welfare <= optimum
+        if method == "lp":
+            assert result.upper_bound is not None and result.upper_bound >= optimum - 1e-6 * max(1, optimum)
+            recomputed = certified_upper_bound(offer_list, request_list, NOW, result.request_values, result.offer_values)
+            assert recomputed >= optimum - 1e-6 * max(1, optimum)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000))
+def test_property__generated_windows__feasible_bounded_deterministic(seed: int) -> None:
+    gen = MarketGenerator(seed, providers=40, trainers=80)
+    offer_list, request_list = gen.window(160, now=NOW, offer_share=0.35)
+    result = clear_batch(offer_list, request_list, NOW)
+    verify_batch(result, offer_list, request_list)
+    assert result.upper_bound is not None and result.welfare <= result.upper_bound * (1 + 1e-9)
+    greedy = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method="greedy"))
+    assert result.welfare >= greedy.welfare or result.optimal
+    again = clear_batch(offer_list, request_list, NOW)
+    assert again.digest() == result.digest()
+
+
+def test_auto__window_above_exact_size__certified_and_close() -> None:
+    gen = MarketGenerator(11, providers=300, trainers=600)
+    offer_list, request_list = gen.window(1_500, now=NOW, offer_share=0.3)
+    result = clear_batch(offer_list, request_list, NOW)
+    assert result.candidate_pairs > BatchConfig().exact_below  # the LP + sub-market path ran
+    verify_batch(result, offer_list, request_list)
+    assert result.gap is not None and result.gap < 2e-3
+    bound = certified_upper_bound(offer_list, request_list, NOW, result.request_values, result.offer_values)
+    assert bound == pytest.approx(result.upper_bound, rel=1e-9)
+    greedy = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method="greedy"))
+    assert result.welfare > greedy.welfare
+
+
+def test_clearing_price__marginal_ask_per_market__pay_as_ask_below_it() -> None:
+    o_cheap = offer("cheap", price_per_gpu_hour=1_000_000, capacity_gpu_hours=8)
+    o_dear = offer("dear", price_per_gpu_hour=1_500_000, capacity_gpu_hours=8)
+    o_other = offer("other_region", region=5, price_per_gpu_hour=900_000, capacity_gpu_hours=8)
+    r1 = request("r1", gpu_count=8, hours=1, max_price_per_gpu_hour=2_000_000)
+    r2 = request("r2", gpu_count=8, hours=1, max_price_per_gpu_hour=1_800_000)
+    r3 = request("r3", gpu_count=8, hours=1, max_price_per_gpu_hour=1_600_000)
+    result = clear_batch([o_cheap, o_dear, o_other], [r1, r2, r3], NOW)
+    verify_batch(result, [o_cheap, o_dear, o_other], [r1, r2, r3])
+    assert len(result.deals) == 3 and result.optimal
+    by_region = {p.region: p for p in result.prices}
+    assert by_region[7].clearing_price == 1_500_000 and by_region[7].lowest_price == 1_000_000
+    assert by_region[7].average_price == 1_250_000 and by_region[7].volume_gpu_hours == 16
+    assert by_region[5].clearing_price == 900_000
+    assert all(d.price_per_gpu_hour == {"cheap": 1_000_000, "dear": 1_500_000, "other_region": 900_000}[d.offer_id] for d in result.deals)
+    assert result.welfare == (2_000_000 + 1_800_000 + 1_600_000 - 1_000_000 - 1_500_000 - 900_000) * 8
+
+
+def test_verify__tampered_results__rejected() -> None:
+    o, r = offer("o"), request("r")
+    result = clear_batch([o], [r], NOW)
+    verify_batch(result, [o], [r])
+    deal = result.deals[0]
+    tampered = [
+        dataclasses.replace(result, deals=(dataclasses.replace(deal, price_per_gpu_hour=deal.price_per_gpu_hour + 1),)),
+        dataclasses.replace(result, deals=(dataclasses.replace(deal, hours=r.hours + 1),)),
+        dataclasses.replace(result, deals=(deal, deal)),
+        dataclasses.replace(result, welfare=result.welfare + 1),
+        dataclasses.replace(result, offer_remaining={"o": 0}),
+        dataclasses.replace(result, deals=(Deal("o", "ghost", 4, 1, deal.price_per_gpu_hour),)),
+    ]
+    for bad in tampered:
+        with pytest.raises(BatchVerificationError):
+            verify_batch(bad, [o], [r])
+
+
+def test_bad_window__typed_errors() -> None:
+    with pytest.raises(DuplicateOrder):
+        clear_batch([offer("x")], [request("x")], NOW)
+    with pytest.raises(InvalidQuantity):
+        clear_batch([offer("o")], [request("r")], NOW, remaining={"r": 11})
+    with pytest.raises(InvalidQuantity):
+        clear_batch([offer("o")], [request("r")], NOW, remaining={"nobody": 1})
+    with pytest.raises(TypeError):
+        clear_batch([request("r")], [], NOW)  # type: ignore[list-item]
+
+
+def test_batch_auction__collects_clears_and_carries_over() -> None:
+    auction = BatchAuction()
+    auction.add(offer("o", capacity_gpu_hours=40), NOW)
+    auction.add(request("r1", gpu_count=4, hours=5), NOW)
+    with pytest.raises(DuplicateOrder):
+        auction.add(request("r1"), NOW)
+    with pytest.raises(OrderExpired):
+        auction.add(request("late", start_by=NOW - 1), NOW)
+    first = auction.clear(NOW)
+    assert [(d.offer_id, d.request_id, d.hours) for d in first.deals] == [("o", "r1", 5)]
+    assert len(auction) == 1  # the offer keeps 20 GPU-hours for the next window
+    auction.add(request("r2", gpu_count=4, hours=10), NOW + 60)
+    second = auction.clear(NOW + 60)
+    assert [(d.offer_id, d.request_id, d.hours) for d in second.deals] == [("o", "r2", 5)]
+    assert second.offer_remaining["o"] == 0
+    assert auction.cancel("r2").order_id == "r2"
+
+
+def test_batch_vs_continuous__same_window__batch_welfare_not_lower() -> None:
+    gen = MarketGenerator(5, providers=60, trainers=120)
+    offer_list, request_list = gen.window(300, now=NOW, offer_share=0.35)
+    batch = clear_batch(offer_list, request_list, NOW)
+    matcher = ContinuousMatcher()
+    deals = []
+    for order in [*offer_list, *request_list]:
+        deals += matcher.submit(order, NOW)
+    continuous = total_welfare(deals, {o.order_id: o for o in offer_list}, {r.order_id: r for r in request_list})
+    assert batch.welfare >= continuous
