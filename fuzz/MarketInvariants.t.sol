@@ -91,6 +91,8 @@ abstract contract MarketInvariantsBase {
     function afterInvariant() public {
         handler.checkAllDeals();
         handler.checkAllOrders();
+        handler.checkAllEpochs();
+        handler.checkAllWallets();
         string memory folder = vm.envOr("FUZZ_STATS", string(""));
         if (bytes(folder).length == 0) return;
         string memory path = string.concat(folder, "/", _campaign(), ".csv");

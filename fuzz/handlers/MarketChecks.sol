@@ -12,19 +12,20 @@ import {MarketModel} from "./MarketModel.sol";
 ///
 /// After every call (MarketInvariantsBase.invariant_marketplace):
 ///  - conservation and solvency of the market, staking and the reward pool, on contract balances;
-///  - every deal's accounting and state-machine bookkeeping (model), and every tracked balance,
-///    position, epoch and parameter against the contracts;
-///  - every deal and order the call touched (handed to the contracts) field by field against the
-///    contracts. Deals and orders change only through calls that name them, so this covers them;
-/// and at the end of every run (afterInvariant), all deals and orders field by field again.
+///  - every deal's accounting and state-machine bookkeeping (model); every internal balance, stake
+///    position and parameter against the contracts;
+///  - every deal, order, reward epoch and wallet the call touched (named in its calls to the
+///    contracts, plus the current epoch) field by field against the contracts. They change only
+///    through calls that name them, so this covers them;
+/// and at the end of every run (afterInvariant), all deals, orders, epochs and wallets again.
 abstract contract MarketChecks is MarketModel {
     /// @notice Every per-call property, in one external call (a call into this large contract
     ///         is costly in forge's EVM).
     function checkInvariants() external view {
-        checkMarketSolvency();
-        checkDeals();
+        (uint256[2] memory escrowOwed, uint256[2][N_ACTORS] memory liveCollateral) = checkDeals();
+        _checkMarketSolvency(escrowOwed);
         checkOrderFills();
-        checkStaking();
+        _checkStaking(liveCollateral);
         checkRewards();
         checkWalletsAndParameters();
     }
@@ -32,13 +33,8 @@ abstract contract MarketChecks is MarketModel {
     /// @notice Market solvency, per token: the market's token balance == Σ internal balances (fees
     ///         are the treasury's internal balance) + Σ escrow owed to live deals (+ tokens sent to
     ///         it directly, which nobody can claim). Provider collateral is not held by the market
-    ///         but by ProviderStaking (checkStaking). Internal balances are the model's.
-    function checkMarketSolvency() public view {
-        uint256[2] memory escrowOwed;
-        for (uint256 i = 0; i < _deals.length; ++i) {
-            DealModel storage d = _deals[i];
-            if (d.status < S_SETTLED) escrowOwed[d.token] += d.escrow - _gross(d, d.withdrawnSeconds);
-        }
+    ///         but by ProviderStaking (_checkStaking). Internal balances are the model's.
+    function _checkMarketSolvency(uint256[2] memory escrowOwed) internal view {
         for (uint256 t = 0; t < 2; ++t) {
             address token = address(_token(t));
             uint256 internalSum;
@@ -61,7 +57,13 @@ abstract contract MarketChecks is MarketModel {
     ///         collateral and happens only on a refund or a resolution. Deals the call touched are
     ///         compared with the contract field by field (status included: a terminal state never
     ///         changes, since the model has no transition out of one).
-    function checkDeals() public view {
+    ///         Returns, from the same pass, the escrow owed per token and the collateral of live
+    ///         deals per provider and token, for the solvency and staking checks.
+    function checkDeals()
+        public
+        view
+        returns (uint256[2] memory escrowOwed, uint256[2][N_ACTORS] memory liveCollateral)
+    {
         uint256 n = _deals.length;
         require(market.dealCount() == n, "deal count != model");
         for (uint256 i = 0; i < n; ++i) {
@@ -75,10 +77,10 @@ abstract contract MarketChecks is MarketModel {
                 }
             } else {
                 require(d.terminalTransitions == 0 && d.refunded == 0, "live deal already paid out");
-                require(
-                    d.paid + d.fee + (d.escrow - _gross(d, d.withdrawnSeconds)) == d.escrow,
-                    "live deal: paid + fee + held != escrow"
-                );
+                uint256 held = d.escrow - _gross(d, d.withdrawnSeconds);
+                require(d.paid + d.fee + held == d.escrow, "live deal: paid + fee + held != escrow");
+                escrowOwed[d.token] += held;
+                liveCollateral[d.providerIndex][d.token] += d.collateral;
             }
             require(d.slashed <= d.collateral, "deal slashed more than its collateral");
             require(d.slashed == 0 || status == S_REFUNDED || status == S_RESOLVED, "slash outside refund/resolve");
@@ -119,12 +121,7 @@ abstract contract MarketChecks is MarketModel {
     ///         counted); locked ≤ staked per provider; locked == Σ collateral of the provider's
     ///         live deals; a slash never exceeds the stake (Σ slashed ≤ Σ staked, and staked +
     ///         pending + slashed never exceeds what was put in); positions are the model's.
-    function checkStaking() public view {
-        uint256[2][N_ACTORS] memory liveCollateral;
-        for (uint256 i = 0; i < _deals.length; ++i) {
-            DealModel storage d = _deals[i];
-            if (d.status < S_SETTLED) liveCollateral[_idx(d.provider)][d.token] += d.collateral;
-        }
+    function _checkStaking(uint256[2][N_ACTORS] memory liveCollateral) internal view {
         for (uint256 t = 0; t < 2; ++t) {
             address token = address(_token(t));
             uint256 sum;
@@ -146,48 +143,45 @@ abstract contract MarketChecks is MarketModel {
         }
     }
 
-    /// @notice Reward claims never exceed funding (per epoch and in total); weights add up; the
-    ///         pool holds exactly what was funded and not yet claimed; epochs are the model's.
+    /// @notice Reward claims never exceed funding, per epoch and in total; the pool holds exactly
+    ///         what was funded and not yet claimed. Epochs the call may have changed (the ones it
+    ///         named, and the current one, which deliveries go to) are compared with the contract:
+    ///         claims ≤ funding, weights add up to the total, all fields are the model's.
     function checkRewards() public view {
         uint256 unclaimed;
         for (uint256 i = 0; i < touchedEpochs.length; ++i) {
-            uint256 epoch = touchedEpochs[i];
-            (uint256 funding, uint256 totalWeight, uint256 claimed) = pool.epochInfo(epoch);
-            require(claimed <= funding, "epoch claims exceed its funding");
-            EpochModel storage e = _epochs[epoch];
-            require(claimed <= e.fundedIn, "claims exceed what was ever funded into the epoch");
-            require(funding == e.funding && totalWeight == e.totalWeight && claimed == e.claimed, "epoch != model");
-            uint256 weightSum;
-            for (uint256 a = 0; a < N_ACTORS; ++a) {
-                uint256 w = _weights[epoch][a];
-                weightSum += w;
-                // Zero weights are covered by the sum against the contract's total below.
-                if (w == 0 && !_claimedBy[epoch][a]) continue;
-                require(pool.weightOf(epoch, accounts[a]) == w, "weight != model");
-                require(pool.hasClaimed(epoch, accounts[a]) == _claimedBy[epoch][a], "claimed flag != model");
-            }
-            require(weightSum == totalWeight, "sum of weights != total weight");
-            unclaimed += funding - claimed;
+            EpochModel storage e = _epochs[touchedEpochs[i]];
+            require(e.claimed <= e.funding && e.claimed <= e.fundedIn, "epoch claims exceed its funding (model)");
+            unclaimed += e.funding - e.claimed;
         }
         require(ghostRewardsClaimed <= ghostRewardsFunded, "claims exceed funding");
         require(credit.balanceOf(address(pool)) == unclaimed, "pool balance != funded - claimed");
+        _checkEpoch(_currentEpoch());
+        for (uint256 k = 0; k < _callEpochs.length; ++k) {
+            _checkEpoch(_callEpochs[k]);
+        }
     }
 
-    /// @notice Wallets, reward wallets and parameters are the model's: no action moved money the
-    ///         model did not predict.
+    /// @notice Every epoch in play against the contract (end of every run).
+    function checkAllEpochs() external view {
+        for (uint256 i = 0; i < touchedEpochs.length; ++i) {
+            _checkEpoch(touchedEpochs[i]);
+        }
+    }
+
+    /// @notice Wallets and reward wallets of the accounts the call moved tokens for, and the
+    ///         parameters, are the model's. A transfer to any other account would also show in the
+    ///         market / staking / pool balance checks (money left them that the model did not send).
     function checkWalletsAndParameters() public view {
-        for (uint256 t = 0; t < 2; ++t) {
-            IERC20 token = IERC20(address(_token(t)));
-            for (uint256 a = 0; a < N_ACCOUNTS; ++a) {
-                require(token.balanceOf(accounts[a]) == ghostWallet[a][t], "wallet balance != model");
-            }
-        }
-        for (uint256 a = 0; a < N_ACCOUNTS; ++a) {
-            require(credit.balanceOf(accounts[a]) == ghostCredit[a], "reward wallet != model");
-        }
+        _checkWallets(_callAccounts);
         require(market.protocolFeeBps() == ghostFeeBps, "fee != model");
         require(market.collateralBps() == ghostCollateralBps, "collateral ratio != model");
         require(market.isSettlementToken(address(dai)) == ghostSettlementAllowed[1], "mDAI listing != model");
+    }
+
+    /// @notice Every account's wallets (end of every run).
+    function checkAllWallets() external view {
+        _checkWallets(type(uint256).max);
     }
 
     // ───────────────────────────── internal ─────────────────────────────
@@ -210,6 +204,33 @@ abstract contract MarketChecks is MarketModel {
         );
         uint256 held = d.status >= S_SETTLED ? 0 : d.escrow - _gross(d, d.withdrawnSeconds);
         require(market.escrowOf(id) == held, "escrowOf != model");
+    }
+
+    function _checkWallets(uint256 accountBits) internal view {
+        for (uint256 a = 0; a < N_ACCOUNTS; ++a) {
+            if (accountBits & (1 << a) == 0) continue;
+            for (uint256 t = 0; t < 2; ++t) {
+                require(IERC20(address(_token(t))).balanceOf(accounts[a]) == ghostWallet[a][t], "wallet balance != model");
+            }
+            require(credit.balanceOf(accounts[a]) == ghostCredit[a], "reward wallet != model");
+        }
+    }
+
+    function _checkEpoch(uint256 epoch) internal view {
+        (uint256 funding, uint256 totalWeight, uint256 claimed) = pool.epochInfo(epoch);
+        require(claimed <= funding, "epoch claims exceed its funding");
+        EpochModel storage e = _epochs[epoch];
+        require(funding == e.funding && totalWeight == e.totalWeight && claimed == e.claimed, "epoch != model");
+        uint256 weightSum;
+        for (uint256 a = 0; a < N_ACTORS; ++a) {
+            uint256 w = _weights[epoch][a];
+            weightSum += w;
+            // Zero weights are covered by the sum against the contract's total below.
+            if (w == 0 && !_claimedBy[epoch][a]) continue;
+            require(pool.weightOf(epoch, accounts[a]) == w, "weight != model");
+            require(pool.hasClaimed(epoch, accounts[a]) == _claimedBy[epoch][a], "claimed flag != model");
+        }
+        require(weightSum == totalWeight, "sum of weights != total weight");
     }
 
     function _checkOrder(bytes32 hash) internal view {

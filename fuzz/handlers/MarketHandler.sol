@@ -68,6 +68,7 @@ contract MarketHandler is MarketChecks {
 
     function _deposit(uint256 actorSeed, uint256 tokenSeed, uint256 amount) internal {
         uint256 a = actorSeed % N_ACTORS;
+        _touchAccount(a);
         uint256 t = tokenSeed % 2;
         amount = _mix(amount) % 23 == 0 ? 0 : _bound(amount, 1, 2_000_000_000);
         address who = accounts[a];
@@ -93,6 +94,7 @@ contract MarketHandler is MarketChecks {
 
     function _withdraw(uint256 accountSeed, uint256 tokenSeed, uint256 amount) internal {
         uint256 a = accountSeed % (N_ACTORS + 1); // the actors and the treasury
+        _touchAccount(a);
         uint256 t = tokenSeed % 2;
         uint256 balance = ghostInternal[a][t];
         uint256 kind = _mix(amount);
@@ -127,6 +129,7 @@ contract MarketHandler is MarketChecks {
 
     function _stake(uint256 actorSeed, uint256 tokenSeed, uint256 amount) internal {
         uint256 a = actorSeed % N_ACTORS;
+        _touchAccount(a);
         uint256 t = tokenSeed % 2;
         amount = _bound(amount, 1, 1_000_000_000);
         address who = accounts[a];
@@ -167,6 +170,7 @@ contract MarketHandler is MarketChecks {
 
     function _withdrawUnstaked(uint256 actorSeed, uint256 tokenSeed) internal {
         uint256 a = actorSeed % N_ACTORS;
+        _touchAccount(a);
         uint256 t = tokenSeed % 2;
         Position storage p = _positions[a][t];
         bool ok = p.pending != 0 && ghostNow >= p.availableAt;
@@ -322,20 +326,25 @@ contract MarketHandler is MarketChecks {
             return _advance(live, _mix(requestSeed), hoursSeed, callerSeed);
         }
         if (choice >= 7) return _openDeals(offerSeed, requestSeed, hoursSeed, callerSeed);
-        uint256 oi;
-        uint256 ri;
-        uint32 dealHours;
-        callerSeed = _mix(callerSeed);
-        if (callerSeed % 2 == 0 || _offers.length == 0 || _requests.length == 0) {
-            (offerSeed, requestSeed, hoursSeed) = (_mix(offerSeed), _mix(requestSeed), _mix(hoursSeed));
-            _postOffer(offerSeed % N_ACTORS, offerSeed >> 8, requestSeed, hoursSeed);
-            oi = _offers.length - 1;
-            _postRequestFor(oi, offerSeed >> 16, requestSeed >> 8, hoursSeed >> 8);
-            ri = _requests.length - 1;
-            dealHours = _pickHours(oi, ri, hoursSeed >> 16, hoursSeed % 16 == 0);
-        } else {
-            (oi, ri, dealHours) = _pickPair(offerSeed, requestSeed, hoursSeed);
+        if (_mix(callerSeed) % 2 == 0 || _offers.length == 0 || _requests.length == 0) {
+            return _openFreshPair(offerSeed, requestSeed, hoursSeed, callerSeed);
         }
+        (uint256 oi, uint256 ri, uint32 dealHours) = _pickPair(offerSeed, requestSeed, hoursSeed);
+        _openOne(oi, ri, dealHours, callerSeed);
+    }
+
+    /// @dev A provider and a trainer sign a fresh offer and a request made to fit it, then a
+    ///      matcher submits them (hours sometimes out of bounds).
+    function _openFreshPair(uint256 offerSeed, uint256 requestSeed, uint256 hoursSeed, uint256 callerSeed) internal {
+        (offerSeed, requestSeed, hoursSeed) = (_mix(offerSeed), _mix(requestSeed), _mix(hoursSeed));
+        _postOffer(offerSeed % N_ACTORS, offerSeed >> 8, requestSeed, hoursSeed);
+        uint256 oi = _offers.length - 1;
+        _postRequestFor(oi, offerSeed >> 16, requestSeed >> 8, hoursSeed >> 8);
+        uint256 ri = _requests.length - 1;
+        _openOne(oi, ri, _pickHours(oi, ri, hoursSeed >> 16, hoursSeed % 16 == 0), callerSeed);
+    }
+
+    function _openOne(uint256 oi, uint256 ri, uint32 dealHours, uint256 callerSeed) internal {
         _touchOrders(oi, ri);
         string memory why = _openRejection(oi, ri, dealHours);
         bool ok = bytes(why).length == 0;
@@ -344,7 +353,7 @@ contract MarketHandler is MarketChecks {
         if (ok) _applyOpen(oi, ri, dealHours);
         OfferEntry storage o = _offers[oi];
         RequestEntry storage r = _requests[ri];
-        vm.prank(_anyone(callerSeed >> 8));
+        vm.prank(_anyone(callerSeed));
         try market.openDeal(o.offer, o.signature, r.request, r.signature, dealHours) returns (uint256 id) {
             _expectOk(ok, "openDeal", expectedId);
             if (id != expectedId) revert ModelBroken("openDeal id", id);
@@ -393,14 +402,14 @@ contract MarketHandler is MarketChecks {
 
     // ═════════════════════════════ deal lifecycle ═════════════════════════════
 
-    /// @notice The next natural step of a live deal (picked uniformly), branching at random the
+    /// @notice The next natural step of a live deal (or, when none is live, a fresh deal), branching at random the
     ///         way providers, buyers, verifiers, the arbiter and keepers would: start or refund an
     ///         open deal; withdraw, complete, abort or dispute a running one; settle, accept, attest
     ///         or dispute a completed one; resolve, accept or attest a disputed one. Each action
     ///         still varies its caller and arguments (and is then predicted to be rejected).
     function advanceDeal(uint256 dealSeed, uint256 branch, uint256 seedA, uint256 seedB) external step {
         (bool found, uint256 id) = _pickLiveDeal(dealSeed);
-        if (!found) return _count(false, "advanceDeal: no live deal");
+        if (!found) return _openFreshPair(dealSeed, branch, seedA, seedB);
         _advance(id, _mix(branch), seedA, seedB);
     }
 
@@ -674,7 +683,7 @@ contract MarketHandler is MarketChecks {
             d.status = S_REFUNDED;
             ++d.terminalTransitions;
             d.refunded += d.escrow;
-            ghostInternal[_idx(d.buyer)][d.token] += d.escrow;
+            ghostInternal[d.buyerIndex][d.token] += d.escrow;
             _slash(d, d.collateral);
         }
         vm.prank(_anyone(callerSeed));
@@ -695,7 +704,7 @@ contract MarketHandler is MarketChecks {
             uint32 elapsed = _elapsed(d);
             d.usedSeconds = elapsed;
             _payout(d, elapsed);
-            _positions[_idx(d.provider)][d.token].locked -= d.collateral;
+            _positions[d.providerIndex][d.token].locked -= d.collateral;
             _recordDelivery(d, elapsed);
         }
         vm.prank(caller);
@@ -739,8 +748,8 @@ contract MarketHandler is MarketChecks {
         vm.prank(admin);
         credit.mint(sponsor, amount);
         bool ok = epoch >= current;
+        _touchEpoch(epoch);
         if (ok) {
-            _touch(epoch);
             _epochs[epoch].funding += amount;
             _epochs[epoch].fundedIn += amount;
             ghostRewardsFunded += amount;
@@ -772,6 +781,8 @@ contract MarketHandler is MarketChecks {
                 break;
             }
         }
+        _touchEpoch(epoch);
+        _touchAccount(a);
         EpochModel storage e = _epochs[epoch];
         uint256 share = e.totalWeight == 0 ? 0 : e.funding * _weights[epoch][a] / e.totalWeight;
         bool ok = epoch < _currentEpoch() && !_claimedBy[epoch][a] && share != 0;
@@ -795,8 +806,9 @@ contract MarketHandler is MarketChecks {
         uint256 current = _currentEpoch();
         EpochModel storage e = _epochs[epoch];
         bool ok = epoch < current && e.totalWeight == 0 && e.funding != 0;
+        _touchEpoch(epoch);
+        _touchEpoch(current);
         if (ok) {
-            _touch(current);
             _epochs[current].funding += e.funding;
             _epochs[current].fundedIn += e.funding;
             e.funding = 0;

@@ -130,6 +130,8 @@ abstract contract MarketModel {
         address provider;
         address buyer;
         uint8 token; // index
+        uint8 providerIndex; // into accounts
+        uint8 buyerIndex;
         uint8 rule;
         bool green;
         uint8 status;
@@ -237,12 +239,17 @@ abstract contract MarketModel {
     ///      these with the model after every call, and all of them at the end of every run.
     uint256[] internal _touchedDeals;
     bytes32[] internal _touchedOrders;
+    uint256[] internal _callEpochs;
+    /// @dev Bit a: the call may move tokens to or from accounts[a]'s wallet.
+    uint256 internal _callAccounts;
 
     modifier step() {
         // Foundry may or may not carry block.timestamp between calls: the model's clock decides.
         vm.warp(ghostNow);
         delete _touchedDeals;
         delete _touchedOrders;
+        delete _callEpochs;
+        _callAccounts = 0;
         _;
     }
 
@@ -313,6 +320,8 @@ abstract contract MarketModel {
         DealModel storage d = _deals.push();
         d.provider = o.provider;
         d.buyer = r.trainer;
+        d.providerIndex = uint8(_idx(o.provider));
+        d.buyerIndex = uint8(_idx(r.trainer));
         d.token = uint8(_tokenIndex(o.token));
         d.rule = r.settlementRule;
         d.green = o.greenEnergy;
@@ -365,7 +374,7 @@ abstract contract MarketModel {
         d.status = S_SETTLED;
         ++d.terminalTransitions;
         _payout(d, d.usedSeconds);
-        _positions[_idx(d.provider)][d.token].locked -= d.collateral;
+        _positions[d.providerIndex][d.token].locked -= d.collateral;
         _recordDelivery(d, d.usedSeconds);
     }
 
@@ -375,7 +384,7 @@ abstract contract MarketModel {
         d.usedSeconds = providerSeconds;
         _payout(d, providerSeconds);
         if (atFault) _slash(d, d.collateral);
-        else _positions[_idx(d.provider)][d.token].locked -= d.collateral;
+        else _positions[d.providerIndex][d.token].locked -= d.collateral;
     }
 
     /// @dev The money rules of ComputeMarket's header, recomputed independently.
@@ -383,7 +392,7 @@ abstract contract MarketModel {
         uint256 refund = d.escrow - _gross(d, paidSeconds);
         _payProvider(d, d.withdrawnSeconds, paidSeconds);
         d.refunded += refund;
-        ghostInternal[_idx(d.buyer)][d.token] += refund;
+        ghostInternal[d.buyerIndex][d.token] += refund;
     }
 
     function _payProvider(DealModel storage d, uint256 fromSeconds, uint256 toSeconds) internal {
@@ -394,13 +403,13 @@ abstract contract MarketModel {
         uint256 net = (grossTo - feeTo) - (grossFrom - feeFrom);
         d.paid += net;
         d.fee += feeTo - feeFrom;
-        ghostInternal[_idx(d.provider)][d.token] += net;
+        ghostInternal[d.providerIndex][d.token] += net;
         ghostInternal[TREASURY][d.token] += feeTo - feeFrom;
     }
 
     function _slash(DealModel storage d, uint256 amount) internal {
         if (amount == 0) return;
-        uint256 a = _idx(d.provider);
+        uint256 a = d.providerIndex;
         Position storage p = _positions[a][d.token];
         // A slash takes only this deal's locked collateral, never more than the stake.
         if (amount > p.locked || amount > p.staked) revert ModelBroken("slash above locked/staked", amount);
@@ -408,7 +417,7 @@ abstract contract MarketModel {
         p.staked -= amount;
         d.slashed += amount;
         ghostSlashedFrom[a][d.token] += amount;
-        ghostWallet[_idx(d.buyer)][d.token] += amount;
+        ghostWallet[d.buyerIndex][d.token] += amount;
     }
 
     function _recordDelivery(DealModel storage d, uint32 seconds_) internal {
@@ -416,9 +425,9 @@ abstract contract MarketModel {
         uint256 gpuSeconds = uint256(d.gpuCount) * seconds_;
         uint256 weight = d.green ? gpuSeconds * GREEN_MULTIPLIER_BPS / BPS : gpuSeconds;
         uint256 epoch = _currentEpoch();
-        _touch(epoch);
+        _touchEpoch(epoch);
         _epochs[epoch].totalWeight += weight;
-        _weights[epoch][_idx(d.provider)] += weight;
+        _weights[epoch][d.providerIndex] += weight;
     }
 
     function _gross(DealModel storage d, uint256 seconds_) internal view returns (uint256) {
@@ -450,6 +459,15 @@ abstract contract MarketModel {
 
     function _touchDeal(uint256 id) internal {
         _touchedDeals.push(id);
+        if (id <= _deals.length) {
+            // a refund or a lost dispute slashes the provider's stake to the buyer's wallet
+            _touchAccount(_deals[id - 1].buyerIndex);
+            _touchAccount(_deals[id - 1].providerIndex);
+        }
+    }
+
+    function _touchAccount(uint256 a) internal {
+        _callAccounts |= 1 << a;
     }
 
     function _touchOrders(uint256 oi, uint256 ri) internal {
@@ -457,7 +475,9 @@ abstract contract MarketModel {
         _touchedOrders.push(_requests[ri].hash);
     }
 
-    function _touch(uint256 epoch) internal {
+    /// @dev An epoch the current call may change (and, once, into the list of all epochs in play).
+    function _touchEpoch(uint256 epoch) internal {
+        _callEpochs.push(epoch);
         if (!_epochTouched[epoch]) {
             _epochTouched[epoch] = true;
             touchedEpochs.push(epoch);
