@@ -22,8 +22,9 @@ Methods
   request's cheapest and each offer's highest-bidding partners, price every
   other pair with the duals, add those with positive reduced value, repeat
   until none is left; its duals certify an upper bound on the optimum (below).
-  (2) An LP-guided fill: pairs in order of LP hours, then reduced value. If
-  that is within ``target_gap`` of the bound, done. (3) Otherwise the pairs the
+  (2) Two quick fills -- LP-guided (pairs in order of LP hours, then reduced
+  value) and greedy (by surplus) -- keep the better. If it is within
+  ``target_gap`` of the bound, done. (3) Otherwise the pairs the
   LP uses, plus each split request's best alternatives, fall apart into small
   independent sub-markets; each is solved as a MILP by HiGHS
   (``scipy.optimize.milp``, binary "deal or no deal" per pair with a minimum
@@ -511,7 +512,10 @@ def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndar
     x, w, u, rounds = _solve_lp(c, config)
     value = _pair_values(c)
     reduced = value - w[c.r] - c.request_gpus[c.r] * u[c.o]
-    best = _fill(c, np.zeros(len(c), dtype=np.int64), _guided_order(c, x, reduced))
+    empty = np.zeros(len(c), dtype=np.int64)
+    guided = _fill(c, empty, _guided_order(c, x, reduced))
+    greedy = _fill(c, empty, _surplus_order(c))
+    best = guided if _welfare_of(c, guided) >= _welfare_of(c, greedy) else greedy
     bound = _dual_bound(c, w, u)
     if bound - _welfare_of(c, best) <= config.target_gap * bound:
         return best, w, u, rounds
@@ -535,6 +539,7 @@ def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndar
         )
         hours[part] = part_hours
     hours = _fill(c, hours, _guided_order(c, x, reduced))
+    hours = _fill(c, hours, _surplus_order(c))
     return (hours if _welfare_of(c, hours) > _welfare_of(c, best) else best), w, u, rounds
 
 

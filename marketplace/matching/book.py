@@ -25,24 +25,30 @@ afterwards; such skips are rare in realistic books but are the one place where
 a lookup can cost more than O(buckets x log n).
 
 Removal is lazy: a cancelled, filled or expired order is marked inactive and
-its heap entries are dropped when they reach the top, or all at once when a
-heap holds more stale entries than live ones (so memory stays within 2x of
-the live set). Expired orders are also dropped lazily when met at a bucket top,
-and in bulk by ``expire(now)``.
+its heap entry is dropped when it reaches the top, or when its bucket is
+compacted -- at once on a cancel if the bucket holds more stale entries than
+live ones, or by the next sweep. Expired orders are dropped when met at a
+bucket top during matching, and by ``expire(now)``, which sweeps buckets
+(optionally a bounded number of entries per call, resuming where it stopped,
+so no single call stalls the book).
 
 Memory per resting order (CPython 3.11, 64-bit): the order object itself
-(~400-600 B, dominated by its ints and id string) plus ~260 B of book
-overhead: a ``RestingOrder`` (72 B), one bucket-heap entry (72 B), one
-expiry-heap entry (72 B), and one slot in the id dict (~40-80 B). Stale heap
-entries can at most double the two heap costs. ``bench/matching`` measures it.
+(~450-550 B with a 66-char hex id and a 256-bit salt) plus ~250 B of book
+overhead: a ``RestingOrder`` (80 B), one bucket-heap entry (~70 B incl. the
+list slot) and its slot in the id dict (~60-100 B). Stale entries can at most
+double the heap cost between sweeps. Ids of orders that left the book are
+remembered (to refuse duplicates) in a bounded FIFO, ``remember_retired``
+entries at most. ``bench/matching`` and the tests measure it.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
-from typing import Iterator, TypeAlias
+import math
+from typing import Iterable, Iterator, TypeAlias
 
-from .catalog import ANY_GPU_MODEL
+from .catalog import ANY_GPU_MODEL, GPU_MODELS
 from .errors import ClockWentBackwards, DuplicateOrder, InvalidQuantity, OrderExpired, UnknownOrder
 from .orders import Offer, Order, Request, Side
 
@@ -80,14 +86,23 @@ class _Bucket:
 
     The heap list object is never replaced (compaction works in place), so the
     signature caches can hold the bare lists: one attribute lookup less per
-    bucket visit on the hottest loop.
+    bucket visit on the hottest loop. ``floor`` (offer buckets) is the shared
+    ask floor of the bucket's (token, GPU model) market.
     """
 
-    __slots__ = ("heap", "stale")
+    __slots__ = ("heap", "stale", "floor")
 
-    def __init__(self) -> None:
+    def __init__(self, floor: list[float]) -> None:
         self.heap: _Heap = []
         self.stale = 0
+        self.floor = floor
+
+
+# A group of bucket heaps with a lower bound on every price key inside them: a walk skips the
+# whole group when even that bound does not cross. Offer buckets are grouped per GPU model, so a
+# wide "any model" request does not visit the buckets of models priced far above its bid.
+_Group: TypeAlias = "tuple[list[float], list[_Heap]]"
+_NO_FLOOR: list[float] = [-math.inf]
 
 
 def offer_signature(offer: Offer) -> OfferSignature:
@@ -135,19 +150,29 @@ class OrderBook:
     decrease.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, remember_retired: int = 100_000) -> None:
         self._orders: dict[str, RestingOrder] = {}
+        self._buckets: list[_Bucket] = []  # every bucket, in creation order: the sweep's route
+        self._sweep_cursor = 0
         self._offer_buckets: dict[OfferSignature, _Bucket] = {}
         self._request_buckets: dict[RequestSignature, _Bucket] = {}
         # signature -> heaps of the counter-order buckets it is statically compatible with
-        self._offer_heaps_for: dict[RequestSignature, list[_Heap]] = {}
-        self._request_heaps_for: dict[OfferSignature, list[_Heap]] = {}
-        self._expiry_heap: list[tuple[int, int, RestingOrder]] = []
-        self._expiry_stale = 0
+        self._offer_groups_for: dict[RequestSignature, dict[int, _Group]] = {}  # by GPU model
+        self._request_groups_for: dict[OfferSignature, tuple[_Group]] = {}
+        # (token, gpu_model) -> [lower bound on every resting ask of that market]
+        self._ask_floor: dict[tuple[str, int], list[float]] = {}
+        # The same, grouped by (token, gpu_model) so that a new signature is compared only with
+        # the few groups it could fit, not with every bucket (that scan was the slowest path).
+        self._offer_buckets_by_market: dict[tuple[str, int], list[tuple[OfferSignature, _Bucket]]] = {}
+        self._request_buckets_by_market: dict[tuple[str, int], list[tuple[RequestSignature, _Bucket]]] = {}
+        self._cached_request_sigs_by_market: dict[tuple[str, int], list[RequestSignature]] = {}
+        self._cached_offer_sigs_by_market: dict[tuple[str, int], list[OfferSignature]] = {}
         self._expired_unreported: list[str] = []
-        # ids that left the book before their deadline: still duplicates until then
+        # Ids that left the book (filled, cancelled) -> deadline: duplicates until the deadline.
+        # Bounded FIFO: the service's store is the authority on older ids.
         self._retired: dict[str, int] = {}
-        self._retired_by_deadline: list[tuple[int, str]] = []  # heap, to forget ids incrementally
+        self._retired_fifo: collections.deque[str] = collections.deque()
+        self._remember_retired_max = remember_retired
         self._next_seq = 0
         self._now = 0
         self._offer_count = 0
@@ -213,24 +238,31 @@ class OrderBook:
         self._remove(resting, in_bucket_heap=True)
         return resting.order
 
-    def expire(self, now: int) -> list[str]:
-        """Drop every order whose deadline is before ``now``; return their ids.
+    def expire(self, now: int, *, max_entries: int | None = None) -> list[str]:
+        """Drop orders whose deadline is before ``now`` and compact heaps; return the dropped ids.
 
-        Includes orders already dropped lazily during matching since the last call.
+        Sweeps every bucket, or -- with ``max_entries`` -- about that many heap
+        entries, resuming at the next call where this one stopped (a service can
+        call it every second without ever stalling the book). Also reports
+        orders dropped lazily during matching since the last call.
         """
         self._advance(now)
         expired = self._expired_unreported
         self._expired_unreported = []
-        heap = self._expiry_heap
-        while heap and heap[0][0] < now:
-            _, _, resting = heapq.heappop(heap)
-            if resting.active:
-                self._deactivate(resting, in_bucket_heap=True, in_expiry_heap=False)
-                del self._orders[resting.order.order_id]
-                expired.append(resting.order.order_id)
-            else:
-                self._expiry_stale -= 1
-        self._forget_retired(now, limit=None)
+        buckets = self._buckets
+        budget = math.inf if max_entries is None else max_entries
+        visited = 0
+        while visited < len(buckets) and budget > 0:
+            if self._sweep_cursor >= len(buckets):
+                self._sweep_cursor = 0
+                self._refresh_ask_floors()  # one full lap: floors back to the actual lowest asks
+            bucket = buckets[self._sweep_cursor]
+            self._sweep_cursor += 1
+            visited += 1
+            budget -= len(bucket.heap) + 1
+            self._sweep(bucket, now, expired)
+        if max_entries is None:
+            self._refresh_ask_floors()
         return expired
 
     # ------------------------------------------- matcher interface (package-internal)
@@ -258,7 +290,6 @@ class OrderBook:
         elif type(remaining) is not int or not order.min_hours <= remaining <= full:
             raise InvalidQuantity("remaining", remaining, f"must be in [{order.min_hours}, {full}]")
         self._now = now
-        self._forget_retired(now, limit=2)
         seq = self._next_seq
         self._next_seq = seq + 1
         return RestingOrder(order, seq, remaining)
@@ -271,6 +302,8 @@ class OrderBook:
             bucket = self._offer_buckets.get(sig)
             if bucket is None:
                 bucket = self._new_offer_bucket(sig)
+            if order.price_per_gpu_hour < bucket.floor[0]:  # type: ignore[union-attr]
+                bucket.floor[0] = order.price_per_gpu_hour  # type: ignore[union-attr]
             self._offer_count += 1
         else:
             sig = request_signature(order)  # type: ignore[arg-type]
@@ -279,7 +312,6 @@ class OrderBook:
                 bucket = self._new_request_bucket(sig)
         resting.bucket = bucket
         heapq.heappush(bucket.heap, (_price_key(order), resting.seq, resting))
-        heapq.heappush(self._expiry_heap, (resting.deadline, resting.seq, resting))
         self._orders[order.order_id] = resting
 
     def retire(self, resting: RestingOrder) -> None:
@@ -305,47 +337,48 @@ class OrderBook:
         it; everything still active is put back when the iterator is closed.
         Always close it (``contextlib.closing``).
         """
+        groups: Iterable[_Group]
         if order.side is Side.OFFER:
             sig = offer_signature(order)  # type: ignore[arg-type]
-            heaps = self._request_heaps_for.get(sig)
-            if heaps is None:
-                heaps = self._cache_request_heaps_for(sig)
+            groups = self._request_groups_for.get(sig) or self._cache_request_groups_for(sig)
             limit = -order.price_per_gpu_hour  # type: ignore[union-attr]  # bid >= ask
         else:
             rsig = request_signature(order)  # type: ignore[arg-type]
-            heaps = self._offer_heaps_for.get(rsig)
-            if heaps is None:
-                heaps = self._cache_offer_heaps_for(rsig)
+            by_model = self._offer_groups_for.get(rsig)
+            if by_model is None:
+                by_model = self._cache_offer_groups_for(rsig)
+            groups = by_model.values()
             limit = order.max_price_per_gpu_hour  # type: ignore[union-attr]  # ask <= bid
-        return self._walk(heaps, limit, now)
+        return self._walk(groups, limit, now)
 
     # ------------------------------------------------------------- internals
 
-    def _walk(self, heaps: list[_Heap], limit: int, now: int) -> Iterator[RestingOrder]:
-        # Hot path: every compatible bucket is looked at once per incoming order.
-        # Price first (a top that does not cross means nothing below it does),
-        # in a comprehension because that is CPython's cheapest loop.
-        crossing = [heap for heap in heaps if heap and heap[0][0] <= limit]
-        if not crossing:
+    def _walk(self, groups: Iterable[_Group], limit: int, now: int) -> Iterator[RestingOrder]:
+        # Hot path: every compatible bucket is looked at once per incoming order, so this is
+        # one comprehension (CPython's cheapest loop) per group: keep buckets whose top crosses
+        # on price (if the top does not, nothing below it does). Whether that top is still live
+        # is checked lazily, only for the entries that reach the front of the merge.
+        merge: list[tuple[int, int, _Heap]] = []
+        for floor, heaps in groups:
+            if floor[0] <= limit:
+                merge += [(heap[0][0], heap[0][1], heap) for heap in heaps if heap and heap[0][0] <= limit]
+        if not merge:
             return
-        merge: list[tuple[int, int, _Heap]] = []  # (price key, seq, heap): seq is unique, heaps never compared
-        for heap in crossing:
-            top = heap[0]
-            resting = top[2]
-            if not resting.active or resting.deadline < now:
-                top = self._live_top(heap, now)  # type: ignore[assignment]
-                if top is None or top[0] > limit:
-                    continue
-            merge.append((top[0], top[1], heap))
-        heapq.heapify(merge)
+        heapq.heapify(merge)  # (price key, seq, heap): seq is unique, so heaps are never compared
         taken: list[tuple[_Heap, tuple[int, int, RestingOrder]]] = []
         try:
             while merge:
                 heap = merge[0][2]
-                entry = heapq.heappop(heap)
-                taken.append((heap, entry))
-                yield entry[2]
-                top = self._live_top(heap, now) if heap else None
+                resting = heap[0][2]
+                if resting.active and resting.deadline >= now:
+                    entry = heapq.heappop(heap)
+                    taken.append((heap, entry))
+                    yield resting
+                    top = heap[0] if heap else None
+                else:
+                    top = self._live_top(heap, now)
+                if top is not None and not (top[2].active and top[2].deadline >= now):
+                    top = self._live_top(heap, now)
                 if top is not None and top[0] <= limit:
                     heapq.heapreplace(merge, (top[0], top[1], heap))
                 else:
@@ -372,28 +405,36 @@ class OrderBook:
                 return top
         return None
 
+    def _sweep(self, bucket: _Bucket, now: int, expired: list[str]) -> None:
+        """Rebuild one bucket's heap without stale entries, expiring what is past its deadline."""
+        keep = []
+        for entry in bucket.heap:
+            resting = entry[2]
+            if not resting.active:
+                continue
+            if resting.deadline < now:
+                self._deactivate(resting, in_bucket_heap=False)
+                del self._orders[resting.order.order_id]
+                expired.append(resting.order.order_id)
+                continue
+            keep.append(entry)
+        if len(keep) != len(bucket.heap):
+            bucket.heap[:] = keep  # in place: the signature caches hold this list
+            heapq.heapify(bucket.heap)
+        bucket.stale = 0
+
     def _remove(self, resting: RestingOrder, *, in_bucket_heap: bool) -> None:
         self._deactivate(resting, in_bucket_heap=in_bucket_heap)
         del self._orders[resting.order.order_id]
         self._remember_retired(resting)
 
-    def _deactivate(self, resting: RestingOrder, *, in_bucket_heap: bool, in_expiry_heap: bool = True) -> None:
-        """Mark inactive; entries still inside a heap become stale and are dropped lazily.
-
-        Callers say which heaps still hold an entry (one may just have been
-        popped), so the stale counters stay exact. Never compacts a heap that
-        the caller is iterating: ``expire`` passes ``in_expiry_heap=False`` and
-        candidate walks pass ``in_bucket_heap=False``.
-        """
+    def _deactivate(self, resting: RestingOrder, *, in_bucket_heap: bool) -> None:
+        """Mark inactive. If its entry is still in the bucket heap it becomes stale; a heap with
+        more stale than live entries is compacted at once. Callers walking a heap pass
+        ``in_bucket_heap=False`` (they have popped the entry), so a walk never sees a compaction."""
         resting.active = False
         if resting.order.side is Side.OFFER:
             self._offer_count -= 1
-        if in_expiry_heap:
-            self._expiry_stale += 1
-            if len(self._expiry_heap) < 2 * self._expiry_stale and self._expiry_stale > _COMPACT_MIN_STALE:
-                self._expiry_heap = [e for e in self._expiry_heap if e[2].active]
-                heapq.heapify(self._expiry_heap)
-                self._expiry_stale = 0
         if in_bucket_heap:
             bucket = resting.bucket
             assert bucket is not None
@@ -406,20 +447,10 @@ class OrderBook:
     def _remember_retired(self, resting: RestingOrder) -> None:
         order_id = resting.order.order_id
         self._retired[order_id] = resting.deadline
-        heapq.heappush(self._retired_by_deadline, (resting.deadline, order_id))
-
-    def _forget_retired(self, now: int, limit: int | None) -> None:
-        """Forget retired ids whose deadline has passed: such an id would be refused as
-        expired anyway. Every accepted order is retired at most once, so forgetting
-        up to two per ``accept`` drains the backlog without a latency spike."""
-        heap = self._retired_by_deadline
-        retired = self._retired
-        while heap and heap[0][0] < now and (limit is None or limit > 0):
-            deadline, order_id = heapq.heappop(heap)
-            if retired.get(order_id) == deadline:
-                del retired[order_id]
-            if limit is not None:
-                limit -= 1
+        self._retired_fifo.append(order_id)
+        if len(self._retired_fifo) > self._remember_retired_max:
+            oldest = self._retired_fifo.popleft()
+            self._retired.pop(oldest, None)
 
     def _advance(self, now: int) -> None:
         if type(now) is not int:
@@ -429,27 +460,58 @@ class OrderBook:
         self._now = now
 
     def _new_offer_bucket(self, sig: OfferSignature) -> _Bucket:
-        bucket = _Bucket()
+        token, model = sig[0], sig[1]
+        floor = self._ask_floor.setdefault((token, model), [math.inf])
+        bucket = _Bucket(floor)
         self._offer_buckets[sig] = bucket
-        for request_sig, heaps in self._offer_heaps_for.items():
-            if signatures_compatible(sig, request_sig):
-                heaps.append(bucket.heap)
+        self._buckets.append(bucket)
+        self._offer_buckets_by_market.setdefault((token, model), []).append((sig, bucket))
+        for key in ((token, model), (token, ANY_GPU_MODEL)):
+            for request_sig in self._cached_request_sigs_by_market.get(key, ()):
+                if signatures_compatible(sig, request_sig):
+                    by_model = self._offer_groups_for[request_sig]
+                    by_model.setdefault(model, (floor, []))[1].append(bucket.heap)
         return bucket
 
     def _new_request_bucket(self, sig: RequestSignature) -> _Bucket:
-        bucket = _Bucket()
+        bucket = _Bucket(_NO_FLOOR)
         self._request_buckets[sig] = bucket
-        for offer_sig, heaps in self._request_heaps_for.items():
-            if signatures_compatible(offer_sig, sig):
-                heaps.append(bucket.heap)
+        self._buckets.append(bucket)
+        token, model = sig[0], sig[1]
+        self._request_buckets_by_market.setdefault((token, model), []).append((sig, bucket))
+        models = GPU_MODELS if model == ANY_GPU_MODEL else (model,)
+        for m in models:
+            for offer_sig in self._cached_offer_sigs_by_market.get((token, m), ()):
+                if signatures_compatible(offer_sig, sig):
+                    self._request_groups_for[offer_sig][0][1].append(bucket.heap)
         return bucket
 
-    def _cache_offer_heaps_for(self, sig: RequestSignature) -> list[_Heap]:
-        heaps = [b.heap for osig, b in self._offer_buckets.items() if signatures_compatible(osig, sig)]
-        self._offer_heaps_for[sig] = heaps
-        return heaps
+    def _cache_offer_groups_for(self, sig: RequestSignature) -> dict[int, _Group]:
+        token, model = sig[0], sig[1]
+        by_model: dict[int, _Group] = {}
+        for m in GPU_MODELS if model == ANY_GPU_MODEL else (model,):
+            for osig, b in self._offer_buckets_by_market.get((token, m), ()):
+                if signatures_compatible(osig, sig):
+                    by_model.setdefault(m, (b.floor, []))[1].append(b.heap)
+        self._offer_groups_for[sig] = by_model
+        self._cached_request_sigs_by_market.setdefault((token, model), []).append(sig)
+        return by_model
 
-    def _cache_request_heaps_for(self, sig: OfferSignature) -> list[_Heap]:
-        heaps = [b.heap for rsig, b in self._request_buckets.items() if signatures_compatible(sig, rsig)]
-        self._request_heaps_for[sig] = heaps
-        return heaps
+    def _cache_request_groups_for(self, sig: OfferSignature) -> tuple[_Group]:
+        token, model = sig[0], sig[1]
+        heaps = [
+            b.heap
+            for key in ((token, model), (token, ANY_GPU_MODEL))
+            for rsig, b in self._request_buckets_by_market.get(key, ())
+            if signatures_compatible(sig, rsig)
+        ]
+        groups = ((_NO_FLOOR, heaps),)
+        self._request_groups_for[sig] = groups
+        self._cached_offer_sigs_by_market.setdefault((token, model), []).append(sig)
+        return groups
+
+    def _refresh_ask_floors(self) -> None:
+        """Raise each market's ask floor to its buckets' lowest top (still a lower bound)."""
+        for (token, model), buckets in self._offer_buckets_by_market.items():
+            tops = [b.heap[0][0] for _, b in buckets if b.heap]
+            self._ask_floor[(token, model)][0] = min(tops) if tops else math.inf

@@ -152,3 +152,27 @@ def test_memory_per_resting_order__under_one_kilobyte() -> None:
     per_index = (after_book - after_orders) / len(book)
     assert per_index < 450, per_index
     assert per_order + per_index < 1024, (per_order, per_index)
+
+
+def test_expire__bounded_sweeps__resume_and_cover_every_bucket() -> None:
+    book = OrderBook()
+    for i in range(300):  # 3 buckets of 100 (different regions), half of them short-lived
+        book.add(offer(f"o{i}", region=(0, 5, 7)[i % 3], expiry=NOW + (10 if i % 2 else 10_000)), NOW)
+    first = book.expire(NOW + 11, max_entries=100)  # about one bucket per call
+    assert 0 < len(first) <= 60
+    rest: list[str] = []
+    for _ in range(3):
+        rest += book.expire(NOW + 11, max_entries=100)
+    assert sorted(first + rest) == sorted(f"o{i}" for i in range(1, 300, 2))
+    assert len(book) == 150
+    assert all(len(b.heap) == 50 for b in book._buckets)  # swept buckets hold live entries only
+
+
+def test_retired_ids__remembered_up_to_the_bound() -> None:
+    matcher = ContinuousMatcher(OrderBook(remember_retired=2))
+    for i in range(3):
+        matcher.submit(request(f"r{i}", max_price_per_gpu_hour=1), NOW)
+        matcher.cancel(f"r{i}")
+    with pytest.raises(DuplicateOrder):
+        matcher.submit(request("r2", max_price_per_gpu_hour=1), NOW)
+    matcher.submit(request("r0", max_price_per_gpu_hour=1), NOW)  # forgotten: the service's store decides
