@@ -66,11 +66,11 @@ class RestingOrder:
 
     __slots__ = ("order", "seq", "remaining", "deadline", "bucket", "active")
 
-    def __init__(self, order: Order, seq: int, remaining: int) -> None:
+    def __init__(self, order: Order, seq: int, remaining: int, deadline: int) -> None:
         self.order = order
         self.seq = seq
         self.remaining = remaining
-        self.deadline = order.deadline  # cached: checked on every visit
+        self.deadline = deadline  # order.deadline, cached: checked on every visit
         self.bucket: _Bucket | None = None
         self.active = True
 
@@ -132,13 +132,6 @@ def signatures_compatible(o: OfferSignature, r: RequestSignature) -> bool:
         and (r_mask >> o_region) & 1 == 1
         and (o_green or not r_green_only)
     )
-
-
-def _price_key(order: Order) -> int:
-    # Heaps are min-heaps: offers rank by ascending ask, requests by descending bid.
-    if order.side is Side.OFFER:
-        return order.price_per_gpu_hour  # type: ignore[union-attr]
-    return -order.max_price_per_gpu_hour  # type: ignore[union-attr]
 
 
 class OrderBook:
@@ -282,8 +275,9 @@ class OrderBook:
         order_id = order.order_id
         if order_id in self._orders or self._retired.get(order_id, -1) >= now:
             raise DuplicateOrder(order_id)
-        if order.deadline < now:
-            raise OrderExpired("deadline", order.deadline, f"order can no longer trade at now={now}")
+        deadline = order.deadline
+        if deadline < now:
+            raise OrderExpired("deadline", deadline, f"order can no longer trade at now={now}")
         full = order.capacity_gpu_hours if order.side is Side.OFFER else order.hours  # type: ignore[union-attr]
         if remaining is None:
             remaining = full
@@ -292,27 +286,35 @@ class OrderBook:
         self._now = now
         seq = self._next_seq
         self._next_seq = seq + 1
-        return RestingOrder(order, seq, remaining)
+        return RestingOrder(order, seq, remaining, deadline)
 
-    def rest(self, resting: RestingOrder) -> None:
-        """Index an accepted order so that later orders can match it."""
+    def rest(self, resting: RestingOrder, sig: OfferSignature | RequestSignature | None = None) -> None:
+        """Index an accepted order so that later orders can match it (``sig``: its signature, if known)."""
         order = resting.order
         if order.side is Side.OFFER:
-            sig = offer_signature(order)  # type: ignore[arg-type]
+            if sig is None:
+                sig = offer_signature(order)  # type: ignore[arg-type]
             bucket = self._offer_buckets.get(sig)
             if bucket is None:
                 bucket = self._new_offer_bucket(sig)
-            if order.price_per_gpu_hour < bucket.floor[0]:  # type: ignore[union-attr]
-                bucket.floor[0] = order.price_per_gpu_hour  # type: ignore[union-attr]
+            price = order.price_per_gpu_hour  # type: ignore[union-attr]
+            if price < bucket.floor[0]:
+                bucket.floor[0] = price
             self._offer_count += 1
+            key = price
         else:
-            sig = request_signature(order)  # type: ignore[arg-type]
+            if sig is None:
+                sig = request_signature(order)  # type: ignore[arg-type]
             bucket = self._request_buckets.get(sig)
             if bucket is None:
                 bucket = self._new_request_bucket(sig)
+            key = -order.max_price_per_gpu_hour  # type: ignore[union-attr]  # min-heap: highest bid first
         resting.bucket = bucket
-        heapq.heappush(bucket.heap, (_price_key(order), resting.seq, resting))
+        heapq.heappush(bucket.heap, (key, resting.seq, resting))
         self._orders[order.order_id] = resting
+
+    def signature(self, order: Order) -> OfferSignature | RequestSignature:
+        return offer_signature(order) if order.side is Side.OFFER else request_signature(order)  # type: ignore[arg-type]
 
     def retire(self, resting: RestingOrder) -> None:
         """Forget an accepted order that will not rest (fully filled on arrival)."""
@@ -329,7 +331,9 @@ class OrderBook:
         if left < resting.order.min_hours:  # offer: 1 GPU x min_hours; request: min_hours
             self._remove(resting, in_bucket_heap=False)
 
-    def counter_candidates(self, order: Order, now: int) -> Iterator[RestingOrder]:
+    def counter_candidates(
+        self, order: Order, now: int, sig: OfferSignature | RequestSignature | None = None
+    ) -> Iterator[RestingOrder]:
         """Resting counter-orders that fit ``order`` statically, are live at ``now`` and
         whose price crosses, best price first, then earliest arrival.
 
@@ -338,15 +342,15 @@ class OrderBook:
         Always close it (``contextlib.closing``).
         """
         groups: Iterable[_Group]
+        if sig is None:
+            sig = self.signature(order)
         if order.side is Side.OFFER:
-            sig = offer_signature(order)  # type: ignore[arg-type]
             groups = self._request_groups_for.get(sig) or self._cache_request_groups_for(sig)
             limit = -order.price_per_gpu_hour  # type: ignore[union-attr]  # bid >= ask
         else:
-            rsig = request_signature(order)  # type: ignore[arg-type]
-            by_model = self._offer_groups_for.get(rsig)
+            by_model = self._offer_groups_for.get(sig)
             if by_model is None:
-                by_model = self._cache_offer_groups_for(rsig)
+                by_model = self._cache_offer_groups_for(sig)
             groups = by_model.values()
             limit = order.max_price_per_gpu_hour  # type: ignore[union-attr]  # ask <= bid
         return self._walk(groups, limit, now)

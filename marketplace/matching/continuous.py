@@ -43,12 +43,13 @@ class ContinuousMatcher:
         """
         book = self.book
         incoming = book.accept(order, now)
+        sig = book.signature(order)  # once: both the lookup and the resting use it
         if order.side is Side.REQUEST:
-            deals = self._match_request(incoming.order, incoming, now)  # type: ignore[arg-type]
+            deals = self._match_request(order, incoming, now, sig)  # type: ignore[arg-type]
         else:
-            deals = self._match_offer(incoming.order, incoming, now)  # type: ignore[arg-type]
+            deals = self._match_offer(order, incoming, now, sig)  # type: ignore[arg-type]
         if incoming.remaining >= order.min_hours:
-            book.rest(incoming)
+            book.rest(incoming, sig)
         else:
             book.retire(incoming)
         return deals
@@ -56,17 +57,18 @@ class ContinuousMatcher:
     def cancel(self, order_id: str) -> Order:
         return self.book.cancel(order_id)
 
-    def expire(self, now: int) -> list[str]:
-        return self.book.expire(now)
+    def expire(self, now: int, *, max_entries: int | None = None) -> list[str]:
+        """Drop expired orders (see ``OrderBook.expire``); returns their ids."""
+        return self.book.expire(now, max_entries=max_entries)
 
-    def _match_request(self, request: Request, incoming: RestingOrder, now: int) -> list[Deal]:
+    def _match_request(self, request: Request, incoming: RestingOrder, now: int, sig: object) -> list[Deal]:
         deals: list[Deal] = []
         left = incoming.remaining
         gpus = request.gpu_count
         request_min = request.min_hours
         request_id = request.order_id
         book = self.book
-        with closing(book.counter_candidates(request, now)) as candidates:
+        with closing(book.counter_candidates(request, now, sig)) as candidates:  # type: ignore[arg-type]
             for resting in candidates:
                 offer: Offer = resting.order  # type: ignore[assignment]
                 lo = offer.min_hours if offer.min_hours > request_min else request_min
@@ -86,7 +88,7 @@ class ContinuousMatcher:
         incoming.remaining = left
         return deals
 
-    def _match_offer(self, offer: Offer, incoming: RestingOrder, now: int) -> list[Deal]:
+    def _match_offer(self, offer: Offer, incoming: RestingOrder, now: int, sig: object) -> list[Deal]:
         deals: list[Deal] = []
         capacity = incoming.remaining
         offer_min = offer.min_hours
@@ -95,7 +97,7 @@ class ContinuousMatcher:
         offer_id = offer.order_id
         price = offer.price_per_gpu_hour
         book = self.book
-        with closing(book.counter_candidates(offer, now)) as candidates:
+        with closing(book.counter_candidates(offer, now, sig)) as candidates:  # type: ignore[arg-type]
             for resting in candidates:
                 request: Request = resting.order  # type: ignore[assignment]
                 gpus = request.gpu_count
