@@ -188,7 +188,7 @@ def worker_memory(size: int) -> dict:
     after_orders = rss_bytes()
     book = OrderBook()
     for order in orders:
-        book.add(order, START + size // 1_000)
+        book.add(order, START)  # every generated order is live at START (made at START or later)
     del orders  # the book holds them now
     gc.collect()
     after_book = rss_bytes()
@@ -424,6 +424,7 @@ def main() -> None:
                 "--naive-orders", str(args.naive_orders), "--naive-budget", str(args.naive_budget),
             ]
         )
+        print(json.dumps(res), flush=True)
         mem = spawn(["--worker", "memory", "--size", str(size)])
         res.update({f"mem_{k}": v for k, v in mem.items() if k != "size"})
         print(json.dumps(res), flush=True)
