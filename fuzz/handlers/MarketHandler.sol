@@ -215,7 +215,8 @@ contract MarketHandler is MarketChecks {
         o.pricePerGpuHour = _pickPrice(s2);
         o.minHours = uint32(1 + (s2 >> 64) % 4);
         o.maxHours = uint32(o.minHours + (s2 >> 72) % 45);
-        o.capacityGpuHours = uint32(1 + (s2 >> 88) % 200);
+        // Often small, so that capacity, not the hour bounds, limits fills (and is probed one past).
+        o.capacityGpuHours = uint32(1 + (s2 >> 88) % ((s2 >> 120) % 5 < 2 ? 24 : 200));
         o.availableUntil = uint64(ghostNow + HOUR + (s3 % 30 days));
         o.expiry = uint64(ghostNow + HOUR + ((s3 >> 64) % 14 days));
         o.salt = ++_salt;
@@ -314,13 +315,14 @@ contract MarketHandler is MarketChecks {
 
     // ═════════════════════════════ opening deals ═════════════════════════════
 
-    /// @notice 3 in 10: openDeals (below). Otherwise one openDeal: half the time a provider and a
-    ///         trainer first sign a fresh offer and a request made to fit it (both stay in the
-    ///         pools for later fills), else a pairing from the pools.
+    /// @notice With 8 or more deals live, 7 calls in 10 advance one of them instead (as
+    ///         advanceDeal): it keeps the deal population, and so the per-call checks, bounded and
+    ///         gives the lifecycle more of the calls. Otherwise 3 in 10 are an openDeals batch
+    ///         (below), the rest one openDeal: half the time on a fresh offer and a request made
+    ///         to fit it (both then stay in the pools for later fills), else on a pairing from the
+    ///         pools.
     function openDeal(uint256 offerSeed, uint256 requestSeed, uint256 hoursSeed, uint256 callerSeed) external step {
         uint256 choice = _mix(callerSeed >> 1) % 10;
-        // With 8 deals live, most of these calls advance one instead: it keeps the deal population
-        // (and the per-call checks) bounded and gives the lifecycle more of the calls.
         if (_liveDeals() >= 8 && choice < 7) {
             (, uint256 live) = _pickLiveDeal(offerSeed);
             return _advance(live, _mix(requestSeed), hoursSeed, callerSeed);
@@ -413,15 +415,19 @@ contract MarketHandler is MarketChecks {
         _advance(id, _mix(branch), seedA, seedB);
     }
 
-    /// @notice Any lifecycle action on a deal mostly in a state it applies to (sometimes any deal),
-    ///         for the paths advanceDeal does not take: wrong states, early or late calls.
+    /// @notice Any lifecycle action, for the paths advanceDeal does not take (wrong states, early
+    ///         or late calls): 2 times in 10 on a deal in a terminal state (which must never change),
+    ///         1 in 10 on any deal, else on a deal in a state the action applies to.
     function dealAction(uint256 kind, uint256 dealSeed, uint256 seedA, uint256 seedB) external step {
         kind = _mix(kind);
         uint256 action = kind % 11;
+        uint256 target = (kind >> 8) % 10;
         bool found;
         uint256 id;
         if (action == 9) return _settleMany(dealSeed, seedA);
-        if (action == 0 || action == 8) (found, id) = _pickDeal(dealSeed, 1 << S_OPEN);
+        if (target < 2) (found, id) = _pickTerminalDeal(dealSeed);
+        else if (target == 2) (found, id) = _pickDeal(dealSeed, type(uint256).max);
+        else if (action == 0 || action == 8) (found, id) = _pickDeal(dealSeed, 1 << S_OPEN);
         else if (action <= 2 || action == 10) (found, id) = _pickDeal(dealSeed, 1 << S_RUNNING);
         else if (action == 3) (found, id) = _pickSettleable(dealSeed);
         else if (action == 4) (found, id) = _pickReported(dealSeed, RULE_BUYER_ACCEPTANCE);
@@ -560,8 +566,9 @@ contract MarketHandler is MarketChecks {
         _settleMany(seeds, callerSeed, 0);
     }
 
-    /// @dev settleMany over 1-5 deals (`first` first, if not 0), mostly due ones, duplicates and
-    ///      unknown ids included: the due ones settle, the others are skipped.
+    /// @dev settleMany over 1-5 deals (`first` first, if not 0): half of them due ones, the others
+    ///      any deal (terminal ones included), a repeat of an earlier id, or an unknown id. The due
+    ///      ones settle (a repeat only once), the others are skipped.
     function _settleMany(uint256 seeds, uint256 callerSeed, uint256 first) internal {
         seeds = _mix(seeds);
         uint256 n = 1 + seeds % 5;
@@ -569,12 +576,19 @@ contract MarketHandler is MarketChecks {
         uint256 expected;
         for (uint256 k = 0; k < n; ++k) {
             uint256 seed = seeds >> (8 + k * 40);
+            uint256 kind = seed % 16;
             if (k == 0 && first != 0) {
                 ids[k] = first;
                 _touchDeal(first);
-            } else if (seed % 13 == 0) {
-                ids[k] = _deals.length + 1 + seed % 3; // no such deal: skipped
+            } else if (kind == 0) {
+                ids[k] = _deals.length + 1 + (seed >> 4) % 3; // no such deal: skipped
                 continue;
+            } else if (kind < 3 && k != 0) {
+                ids[k] = ids[(seed >> 4) % k]; // a repeat
+                if (ids[k] > _deals.length) continue;
+            } else if (kind < 8) {
+                ids[k] = (seed >> 4) % _deals.length + 1; // any deal
+                _touchDeal(ids[k]);
             } else {
                 (, ids[k]) = _pickSettleable(seed);
             }

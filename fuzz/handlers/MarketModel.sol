@@ -506,6 +506,21 @@ abstract contract MarketModel {
         return (true, id);
     }
 
+    /// @dev A deal in a terminal state (the first one from a random start), else any deal.
+    function _pickTerminalDeal(uint256 seed) internal returns (bool, uint256) {
+        uint256 n = _deals.length;
+        if (n == 0) return (false, 0);
+        uint256 start = _mix(seed) % n;
+        for (uint256 k = 0; k < n; ++k) {
+            uint256 i = (start + k) % n;
+            if (_deals[i].status >= S_SETTLED) {
+                _touchDeal(i + 1);
+                return (true, i + 1);
+            }
+        }
+        return _pickDeal(seed, type(uint256).max);
+    }
+
     function _liveDeals() internal view returns (uint256 live) {
         for (uint256 i = 0; i < _deals.length; ++i) {
             if (_deals[i].status < S_SETTLED) ++live;
@@ -589,9 +604,11 @@ abstract contract MarketModel {
         return (oi, ri, _pickHours(oi, ri, hoursSeed >> 8, false));
     }
 
-    /// @dev Within both orders' bounds and remaining capacity, or (wild) anything up to 60 hours.
+    /// @dev Within both orders' bounds and remaining capacity (one time in ten exactly one hour
+    ///      past the tightest upper bound, to probe off-by-one errors), or (wild) anything up to 60.
     function _pickHours(uint256 oi, uint256 ri, uint256 seed, bool wild) internal view returns (uint32) {
         if (wild) return uint32(seed % 60);
+        bool pastBound = (seed >> 200) % 10 == 0;
         IComputeMarket.Offer storage o = _offers[oi].offer;
         IComputeMarket.Request storage r = _requests[ri].request;
         uint256 lo = o.minHours > r.minHours ? o.minHours : r.minHours;
@@ -605,6 +622,7 @@ abstract contract MarketModel {
         uint256 byRequest = r.totalHours > filledRequest ? r.totalHours - filledRequest : 0;
         if (byRequest < hi) hi = byRequest;
         if (hi < lo) return uint32(lo);
+        if (pastBound) return uint32(hi + 1);
         return uint32(_bound(seed, lo, hi));
     }
 
