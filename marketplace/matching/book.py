@@ -18,6 +18,10 @@ diverse the market is (catalogue x regions x GPU counts), not on how many
 orders rest. Within those buckets it walks entries in global price-time order
 (a k-way merge of the bucket heaps) and stops at the first price that no longer
 crosses, so it never looks at an order it could not trade with on price.
+Offer buckets are grouped per (token, GPU model) under a floor, a lower bound
+on every ask in the group: a request whose bid is below a model's floor skips
+all of that model's buckets at once, which keeps wide "any model, any region"
+requests (up to ~600 compatible buckets) affordable.
 
 What is not indexed: per-pair hour bounds (min/max hours, remaining capacity,
 ``available_until``). A candidate that fails them is skipped and put back
