@@ -104,7 +104,7 @@ class BatchConfig:
     alternatives: int = 15
     # HiGHS branch-and-bound ("auto" per sub-market, "exact" for the whole window). Node limits keep
     # results deterministic; a time limit is only a safety net (its outcome depends on machine load).
-    mip_rel_gap: float = 1e-4
+    mip_rel_gap: float = 5e-4
     node_limit: int | None = 5_000
     # "auto": integer hours inside sub-market MILPs of at most this many pairs (exact), continuous
     # hours rounded down above it (much faster on big sub-markets; the refill recovers most).
