@@ -277,7 +277,9 @@ class OrderBook:
         if now < self._now:
             raise ClockWentBackwards(now, self._now)
         order_id = order.order_id
-        if order_id in self._orders or self._retired.get(order_id, -1) >= now:
+        # An id is taken while an order that used it can still trade (deadline not passed).
+        previous = self._orders.get(order_id)
+        if (previous is not None and previous.deadline >= now) or self._retired.get(order_id, -1) >= now:
             raise DuplicateOrder(order_id)
         deadline = order.deadline
         if deadline < now:
@@ -287,6 +289,10 @@ class OrderBook:
             remaining = full
         elif type(remaining) is not int or not order.min_hours <= remaining <= full:
             raise InvalidQuantity("remaining", remaining, f"must be in [{order.min_hours}, {full}]")
+        if previous is not None:  # expired but not swept yet: drop it now, the id is free again
+            self._deactivate(previous, in_bucket_heap=True)
+            del self._orders[order_id]
+            self._expired_unreported.append(order_id)
         self._now = now
         seq = self._next_seq
         self._next_seq = seq + 1
