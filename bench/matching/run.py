@@ -31,7 +31,6 @@ from marketplace.matching.continuous import ContinuousMatcher  # noqa: E402
 from marketplace.matching.deals import total_welfare  # noqa: E402
 from marketplace.matching.errors import MatchingError  # noqa: E402
 from marketplace.matching.generator import MarketGenerator  # noqa: E402
-from marketplace.matching.orders import Offer  # noqa: E402
 from marketplace.matching.reference import NaiveMatcher  # noqa: E402
 
 START = 1_800_000_000

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .compat import max_deal_hours
 from .deals import Deal
 from .errors import ClockWentBackwards, DuplicateOrder, OrderExpired
-from .orders import Offer, Order, Request, Side
+from .orders import Offer, Order, Request
 
 
 class _Entry:

@@ -13,7 +13,6 @@ from marketplace.matching.errors import (
     ClockWentBackwards,
     DuplicateOrder,
     InvalidQuantity,
-    MatchingError,
     OrderExpired,
     UnknownOrder,
 )
