@@ -90,8 +90,9 @@ class ChainGateway:
         return self.registry.get(self.chain_id, name).block_number
 
     def token_contract(self, address: str) -> Contract:
-        erc20 = self.registry.get(self.chain_id, "MockUSDC").abi if "MockUSDC" in self._contracts else None
-        abi = erc20 or self.registry.get(self.chain_id, CREDIT).abi
+        """Any settlement token, through ComputeCredit's ABI: a superset of ERC-20 + EIP-2612
+        (and its `mint(address,uint256)` is the devnet mocks' faucet signature too)."""
+        abi = self.registry.get(self.chain_id, CREDIT).abi
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
 
     # ───────────────────────────── reads ─────────────────────────────

@@ -146,7 +146,7 @@ class AgentState:
 
 
 class JobFailed(Exception):
-    pass
+    """A job exited without a result (crash, limit hit, or killed)."""
 
 
 class JobProcess:
