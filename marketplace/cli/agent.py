@@ -52,6 +52,10 @@ from marketplace.signing import DealStatus
 
 ZERO_HASH = "0x" + "00" * 32
 SECONDS_PER_HOUR = 3600
+# How long past the job's end the agent waits for the chain's clock to reach the job's wall time
+# before it reports only what the chain will accept (a devnet with a frozen clock never catches up).
+CHAIN_CLOCK_GRACE_SECONDS = 5.0
+ONCE_REPORT_RETRIES = 6  # `serve --once`: extra passes to retry a report that failed to send
 
 Log = Callable[[str, dict[str, Any]], None]
 
@@ -94,6 +98,7 @@ class DealRecord:
     metrics: dict[str, Any] | None = None
     device: str | None = None
     complete_tx: str | None = None
+    report_after: float | None = None  # wall time: wait this long for the chain clock before trimming usage
     error: str | None = None
     note: str | None = None
     updated: float = field(default_factory=time.time)
@@ -289,7 +294,7 @@ class ProviderAgent:
         stop = stop or threading.Event()
         self.log("agent_started", {"provider": self.provider, "chain_id": self.chain_id, "device": self.device,
                                    "state_file": str(self.state.path)})
-        passes = 0
+        passes = report_retries = 0
         while not stop.is_set():
             try:
                 self.tick()
@@ -299,10 +304,19 @@ class ProviderAgent:
                 self.log("error", {"message": getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"})
             passes += 1
             if once and not self.jobs:
-                break
+                # The jobs are done; their reports may still wait for the chain's clock or retry a
+                # failed send (a few passes), so that `--once` ends with the work reported.
+                unreported = self._unreported()
+                if not unreported or (report_retries >= ONCE_REPORT_RETRIES
+                                      and not any(self._waiting_for_chain_clock(r) for r in unreported)):
+                    break
+                report_retries += 1
             stop.wait(poll_seconds if not once else min(poll_seconds, 0.5))
         for deal_id in self.jobs:
             self.log("job_left_running", {"deal_id": deal_id, "pid": self.jobs[deal_id].pid})
+        for record in self._unreported() if once else ():
+            self.log("report_pending", {"deal_id": record.deal_id, "reason": "completeDeal not sent yet; "
+                                        "the next `provider serve` pass retries it"})
 
     def tick(self) -> None:
         deal_ids = set(self.jobs)
@@ -496,8 +510,18 @@ class ProviderAgent:
                 sent = self.wallet.send(market.completeDeal(deal_id, used, result), action=f"completeDeal({deal_id})")
                 break
             except TransactionReverted as exc:
-                if exc.error_name == "ComputeMarketInvalidUsage" and exc.error_args.get("maxSeconds", used) < used:
-                    used = max(int(exc.error_args["maxSeconds"]), deal["withdrawnSeconds"])  # the chain's clock is behind ours
+                chain_elapsed = int(exc.error_args.get("maxSeconds", used)) if exc.error_name == "ComputeMarketInvalidUsage" else used
+                if chain_elapsed < used:
+                    # The chain's clock is behind the job's wall time (blocks are stamped in whole seconds):
+                    # wait for it rather than give the work away, then settle for what the chain accepts.
+                    if record.report_after is None:
+                        record.report_after = time.time() + (used - chain_elapsed) + CHAIN_CLOCK_GRACE_SECONDS
+                        self.state.save(record)
+                        self.log("waiting_for_chain_clock", {"deal_id": deal_id, "used_seconds": used,
+                                                             "chain_elapsed": chain_elapsed})
+                    if time.time() < record.report_after:
+                        return  # reported on a later pass
+                    used = max(chain_elapsed, deal["withdrawnSeconds"])
                     continue
                 self.log("error", {"deal_id": deal_id, "message": exc.message})
                 return  # re-checked next pass (aborted or disputed meanwhile, or a node hiccup)
@@ -518,6 +542,15 @@ class ProviderAgent:
 
     def _err(self, deal_id: int) -> Path:
         return self.work_dir / f"{self.chain_id}-{deal_id}.err"
+
+    def _unreported(self) -> list[DealRecord]:
+        """Deals whose job has ended but whose completion is not on chain yet."""
+        return [r for r in self.state.active(self.chain_id, self.provider) if r.phase == "finished"]
+
+    @staticmethod
+    def _waiting_for_chain_clock(record: DealRecord) -> bool:
+        """The report waits for the chain's clock (bounded by CHAIN_CLOCK_GRACE_SECONDS)."""
+        return record.report_after is not None and time.time() < record.report_after
 
     def _say_once(self, deal_id: int, event: str, data: dict[str, Any]) -> None:
         if (deal_id, event) not in self._said:

@@ -437,6 +437,9 @@ def _describe(event: str, data: dict[str, Any]) -> str:
         "no_job_spec": lambda: f"[yellow]waiting[/yellow]: {data['reason']}",
         "waiting": lambda: f"waiting: {data['reason']}",
         "job_left_running": lambda: f"job pid {data['pid']} keeps running; the next `serve` picks it up",
+        "waiting_for_chain_clock": lambda: (f"waiting for the chain's clock: the job took {data['used_seconds']}s, "
+                                            f"the chain has seen {data['chain_elapsed']}s of the deal"),
+        "report_pending": lambda: f"[yellow]not reported yet[/yellow]: {data['reason']}",
         "agent_stopped": lambda: f"agent stopped ({data['reason']})",
         "stale_record": lambda: f"forgot what the agent knew about an older deal with this id ({data['note']})",
         "error": lambda: f"[red]error[/red]: {data['message']}",

@@ -56,7 +56,9 @@ def test_provider__from_zero__runs_the_job_is_paid_withdraws_and_claims_rewards(
 
     served = env.provider("serve", "--once", "--poll", "0.3", "--json", account=provider)
     events = [e["event"] for e in json_lines(served.stdout) if e.get("deal_id") == deal_id]
-    assert events == ["deal_started", "job_launched", "job_finished", "deal_completed"]
+    # Whole-second block stamps may make the report wait a moment for the chain's clock.
+    assert [e for e in events if e != "waiting_for_chain_clock"] == [
+        "deal_started", "job_launched", "job_finished", "deal_completed"]
     deal = env.deal(deal_id)
     assert deal["status"] == DealStatus.COMPLETED
     assert "0x" + deal["resultHash"].hex() == jobs.run(TRAIN_SPEC).result_hash
