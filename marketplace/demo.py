@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -39,7 +38,6 @@ from marketplace.cli.agent import AgentState, ProviderAgent
 from marketplace.client import MarketClient
 from marketplace.deploy import run_deploy_script
 from marketplace.devnet import ANVIL_KEYS, PROJECT_ROOT, Devnet, free_port
-from marketplace.jobs import run as run_job
 from marketplace.matching.catalog import GPU_MODELS, REGIONS
 from marketplace.matching.generator import MarketGenerator
 from marketplace.orderbook import job_spec_hash

@@ -42,7 +42,7 @@ from marketplace.cli.common import (
     short,
     token_option,
 )
-from marketplace.cli.shared import TokenCache, add_shared_commands, deal_json, orders_table
+from marketplace.cli.shared import TokenCache, add_shared_commands, deal_json
 from marketplace.errors import InsufficientFunds, InvalidInput, MarketError, NotFound
 from marketplace.matching.catalog import ANY_GPU_MODEL, KNOWN_REGIONS_MASK, REGIONS
 from marketplace.orderbook import job_spec_hash, message_json
@@ -234,24 +234,6 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
                 console.print(line)
 
         s.emit(data, render)
-
-    @cli.command("requests", help=_doc("""
-        Your requests at the service (default: open ones).
-
-        \b
-        Examples:
-          ape run buyer requests
-          ape run buyer requests --status all --json
-        """))
-    @click.option("--status", "status_filter", type=click.Choice(["open", "filled", "cancelled", "expired", "all"]),
-                  default="open", show_default=True)
-    @session_options
-    def requests_(s: Session, status_filter: str) -> None:
-        page = s.api.orders(side="request", owner=s.address, status=None if status_filter == "all" else status_filter,
-                            limit=200)
-        tokens = TokenCache(s)
-        s.emit({"total": page.total, "items": [o.model_dump(mode="json") for o in page.items]},
-               lambda c: c.print(orders_table(page.items, tokens, s.now(), side="request")))
 
     # ───────────────────────────── deals ─────────────────────────────
 

@@ -34,7 +34,7 @@ from marketplace.chain.gateway import ChainGateway, ChainUnavailable
 from marketplace.chain.wallet import KeySigner, Signer, Wallet
 from marketplace.client import DEFAULT_URL, MarketClient
 from marketplace.devnet import rpc_chain_id
-from marketplace.errors import InvalidInput, MarketError, NotFound, ServiceUnavailable
+from marketplace.errors import InvalidInput, MarketError, ServiceUnavailable
 from marketplace.jobs import MAX_ITERATIONS, MAX_SAMPLES, JobSpecError
 from marketplace.matching.catalog import ANY_GPU_MODEL, GPU_MODELS, REGIONS, GpuModel
 from marketplace.registry import Registry, RegistryError

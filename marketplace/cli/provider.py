@@ -38,7 +38,7 @@ from marketplace.cli.common import (
     session_options,
     token_option,
 )
-from marketplace.cli.shared import TokenCache, add_shared_commands, orders_table
+from marketplace.cli.shared import add_shared_commands
 from marketplace.errors import InsufficientFunds, InvalidInput, MarketError
 from marketplace.orderbook import message_json
 from marketplace.signing import Offer, ProviderProfile
@@ -254,24 +254,6 @@ def make_cli(account_loader: AccountLoader | None = None) -> click.Group:
             console.print("Run `provider serve` so your agent starts the jobs you sell.")
 
         s.emit(data, render)
-
-    @cli.command("offers", help=_doc("""
-        Your offers at the service (default: open ones).
-
-        \b
-        Examples:
-          ape run provider offers
-          ape run provider offers --status all --json
-        """))
-    @click.option("--status", "status_filter", type=click.Choice(["open", "filled", "cancelled", "expired", "all"]),
-                  default="open", show_default=True)
-    @session_options
-    def offers(s: Session, status_filter: str) -> None:
-        page = s.api.orders(side="offer", owner=s.address, status=None if status_filter == "all" else status_filter,
-                            limit=200)
-        tokens = TokenCache(s)
-        s.emit({"total": page.total, "items": [o.model_dump(mode="json") for o in page.items]},
-               lambda c: c.print(orders_table(page.items, tokens, s.now(), side="offer")))
 
     # ───────────────────────────── the agent ─────────────────────────────
 

@@ -233,6 +233,23 @@ def add_shared_commands(group: click.Group, *, side: str) -> None:
                lambda c: c.print(deals_table(page.items, tokens, s.now(), side=side)))
 
 
+    @group.command(order_side + "s", help=_doc("""Your {orders} at the service (default: open ones).
+
+        \b
+        Examples:
+          {example} {orders}
+          {example} {orders} --status all --json
+        """, example=example, orders=order_side + "s"))
+    @click.option("--status", "status_filter", type=click.Choice(["open", "filled", "cancelled", "expired", "all"]),
+                  default="open", show_default=True)
+    @session_options
+    def orders(s: Session, status_filter: str) -> None:
+        page = s.api.orders(side=order_side, owner=s.address, status=None if status_filter == "all" else status_filter,
+                            limit=200)
+        tokens = TokenCache(s)
+        s.emit({"total": page.total, "items": [o.model_dump(mode="json") for o in page.items]},
+               lambda c: c.print(orders_table(page.items, tokens, s.now(), side=order_side)))
+
     @group.command("cancel", help=_doc("""Cancel one of your {orders} (signed, off chain: the service stops matching
         it), or all of them.
 

@@ -8,10 +8,7 @@ test_eip712_parity.py's.
 from __future__ import annotations
 
 
-import ape
 import pytest
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
 
 from marketplace.signing import DealStatus, SettlementRule, region_mask
 
