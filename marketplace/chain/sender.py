@@ -24,13 +24,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
+from marketplace.chain.gas import gas_limit
 from marketplace.chain.gateway import ChainGateway, revert_reason
 from marketplace.db.models import ChainTx, TxState
 from marketplace.db.session import session_scope
 
 log = logging.getLogger(__name__)
 
-GAS_HEADROOM = 1.25
 ReceiptHandler = Callable[[Session, ChainTx, Any], None]
 
 
@@ -87,7 +87,7 @@ class TxSender:
                     continue
                 nonce = self._next_nonce(session)
                 built = call.build_transaction(
-                    {"from": self.address, "nonce": nonce, "gas": int(gas * GAS_HEADROOM), "chainId": self.gateway.chain_id}
+                    {"from": self.address, "nonce": nonce, "gas": gas_limit(gas), "chainId": self.gateway.chain_id}
                 )
                 signed = self._account.sign_transaction(built)
                 tx.nonce = nonce

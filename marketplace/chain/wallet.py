@@ -30,10 +30,10 @@ from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
+from marketplace.chain.gas import gas_limit
 from marketplace.chain.gateway import ChainGateway
 from marketplace.errors import InsufficientFunds, MarketError, ServiceUnavailable
 
-GAS_HEADROOM = 1.2
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 PANIC_CODES = {0x01: "assertion failed", 0x11: "arithmetic overflow or underflow", 0x12: "division by zero",
@@ -286,7 +286,7 @@ class Wallet:
         gas = self.simulate(call, action=action)
         for attempt in range(3):
             tx = call.build_transaction({
-                "from": self.address, "nonce": self.nonce(), "gas": int(gas * GAS_HEADROOM) + 10_000,
+                "from": self.address, "nonce": self.nonce(), "gas": gas_limit(gas),
                 "chainId": self.gateway.chain_id,
             })
             raw = self.signer.sign_transaction(tx)

@@ -160,7 +160,7 @@ def test_agent__job_ends_before_the_chain_clock_moves__waits_for_it_and_never_re
     nothing for finished work (the flake CI once hit); the agent waits for the chain's clock instead."""
     env = cli_env
     with chain_clock_frozen(env):
-        deal_id, agent, log = finished_job_waits_for_the_chain(env, tmp_path, 19, 20, "RTX 3090")
+        deal_id, agent, log = finished_job_waits_for_the_chain(env, tmp_path, 30, 31, "RTX 3090")
     agent.run(once=True, poll_seconds=0.2)  # the clock runs again: the report goes through
     assert log.names(deal_id)[-1] == "deal_completed"
     deal = env.deal(deal_id)
@@ -174,7 +174,7 @@ def test_agent__chain_clock_never_catches_up__reports_what_the_chain_accepts_aft
     env = cli_env
     monkeypatch.setattr(agent_module, "CHAIN_CLOCK_GRACE_SECONDS", 1.0)
     with chain_clock_frozen(env):
-        deal_id, agent, log = finished_job_waits_for_the_chain(env, tmp_path, 21, 22, "L40S")
+        deal_id, agent, log = finished_job_waits_for_the_chain(env, tmp_path, 32, 33, "L40S")
         started = time.monotonic()
         agent.run(once=True, poll_seconds=0.2)
         assert time.monotonic() - started >= 1.0  # it did wait out the grace first
