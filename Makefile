@@ -77,10 +77,18 @@ serve: deploy  ## Run the matchmaking service (API on 127.0.0.1:8000) against th
 demo: compile  ## The market end to end on a devnet of its own: every deal path, live view, summary
 	$(PY) -m marketplace.demo
 
-.PHONY: bench-gas lint
+.PHONY: bench-gas bench-service lint
 
 bench-gas: compile  ## Gas benchmark on its own anvil; prints tables, rewrites the gas section of BENCHMARKS.md
 	$(PY) bench/gas/run.py
+
+# py-spy (the profiler behind the intake section's "what limits it") goes into .run/, not the venv.
+BENCH_TOOLS := .run/bench-tools
+
+bench-service: compile  ## Service benchmark (HTTP intake, end-to-end deals/s) on its own anvil; rewrites its BENCHMARKS.md section
+	@test -x $(BENCH_TOOLS)/bin/py-spy || $(PY) -m pip install --quiet --target $(BENCH_TOOLS) py-spy \
+		|| echo "bench-service: py-spy could not be installed; the intake profile will be missing"
+	$(PY) bench/service/run.py
 
 # Slither compiles contracts/*.sol (and what they import) in one standard-JSON call to the solc-js
 # bridge; crytic-compile only reads `forge config` for remappings when foundry.toml exists, so forge
