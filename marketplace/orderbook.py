@@ -222,6 +222,9 @@ class OrderBookService:
             self._check_job_spec(order, job_spec)
 
         with self._lock, session_scope(self.engine) as session:
+            # `now` was read before waiting for the lock: an order submitted meanwhile may have
+            # moved the book's clock past it, and the book refuses time going backwards.
+            now = max(now, self._last_now)
             if session.get(OrderRow, order_hash) is not None:
                 raise Conflict(f"order {order_hash} was already submitted")
             seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
