@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import END_MARKER, START_MARKER, percentile, splice_section, write_section  # noqa: E402
-from loadgen import summarize  # noqa: E402
+from common import END_MARKER, START_MARKER, percentile, splice_section, write_section
+from loadgen import summarize
 
 SECTION = f"{START_MARKER}\n## Service\nnew numbers\n{END_MARKER}\n"
 GAS = "<!-- bench:gas:start -->\n## Gas\ngas\n<!-- bench:gas:end -->\n"
