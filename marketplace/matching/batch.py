@@ -17,11 +17,14 @@ One deal per pair, as in continuous matching. All deals of a window open at
 
 Methods
 -------
-* ``"auto"`` (default): (1) the LP relaxation (``0 <= x <= hi``) solved by
-  HiGHS (``scipy.optimize.linprog``) with column generation -- start from each
-  request's cheapest and each offer's highest-bidding partners, price every
-  other pair with the duals, add those with positive reduced value, repeat
-  until none is left; its duals certify an upper bound on the optimum (below).
+* ``"auto"`` (default): (1) the LP relaxation (``0 <= x <= hi``) with column
+  generation -- start from each request's and each offer's best partners,
+  price every other pair with the duals, add those with positive reduced
+  value, repeat until none is left; its duals certify an upper bound on the
+  optimum (below). In GPU-hours (``y = gpu_count * x``) the LP is a
+  transportation problem, solved as a min-cost flow (OR-Tools); its duals are
+  the flow's node potentials, recomputed exactly. Prices whose differences do
+  not fit int64 fall back to HiGHS (``scipy.optimize.linprog``), same LP.
   (2) Two quick fills -- LP-guided (pairs in order of LP hours, then reduced
   value) and greedy (by surplus) -- keep the better. If it is within
   ``target_gap`` of the bound, done. (3) Otherwise the pairs the
@@ -95,6 +98,11 @@ class BatchConfig:
     initial_partners: int = 3
     added_per_round: int = 5
     max_rounds: int = 50
+    # LP relaxation solver: "flow" (min-cost flow, exact integer duals; HiGHS if prices exceed int64)
+    # or "highs" (scipy linprog). Flow column generation starts from this many best partners per
+    # request and per offer: enough that one or two rounds price out every other pair.
+    lp_solver: Literal["flow", "highs"] = "flow"
+    flow_partners: int = 20
     # "auto": windows with at most this many candidate pairs are solved exactly (the "exact" MILP).
     exact_below: int = 500
     # "auto": skip the MILP stage when the LP-guided allocation is already this close to the bound;
@@ -308,7 +316,12 @@ def build_candidates(
     pr, po, lo, hi = pr[keep], po[keep], lo[keep], hi[keep]
     order = np.lexsort((po, ask_rank[po], pr))  # canonical: request arrival, then ask, then offer arrival
     pr, po, lo, hi = pr[order], po[order], lo[order], hi[order]
-    return Candidates(offers, requests, cap, hours, gpus, ask_rank, pr, po, lo, hi, bid[pr] - ask[po])
+    surplus = bid[pr] - ask[po]
+    if all_prices[-1] >= 2**53:  # float64 differences of huge prices lose the surplus: subtract exactly
+        bid_int = np.array([r.max_price_per_gpu_hour for r in requests], dtype=object)
+        ask_int = np.array([o.price_per_gpu_hour for o in offers], dtype=object)
+        surplus = (bid_int[pr] - ask_int[po]).astype(np.float64)
+    return Candidates(offers, requests, cap, hours, gpus, ask_rank, pr, po, lo, hi, surplus)
 
 
 # -------------------------------------------------------------------- solvers
@@ -390,6 +403,149 @@ def _solve_lp(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarra
     w = np.maximum(0.0, -y[:n_r]) * scale
     u = np.maximum(0.0, -y[n_r:]) * scale
     return x_full, w, u, rounds
+
+
+def _exact_surplus(c: Candidates) -> np.ndarray | None:
+    """(bid - ask) per pair as exact int64 -- prices may exceed int64, their differences rarely do."""
+    bids = [r.max_price_per_gpu_hour for r in c.requests]
+    asks = [o.price_per_gpu_hour for o in c.offers]
+    if max(bids) < 2**62 and max(asks) < 2**62:
+        return np.array(bids, dtype=np.int64)[c.r] - np.array(asks, dtype=np.int64)[c.o]
+    s = np.array(bids, dtype=object)[c.r] - np.array(asks, dtype=object)[c.o]  # Python ints: exact
+    return s.astype(np.int64) if int(s.max()) < 2**62 else None
+
+
+def _integer_surplus(c: Candidates) -> tuple[np.ndarray, int] | None:
+    """Per pair: (bid - ask) per GPU-hour as int64, divided by the pairs' common divisor; and that divisor.
+
+    None when prices are too large for exact int64 arithmetic in the flow solver and
+    the potentials (then the HiGHS LP is used instead).
+    """
+    s = _exact_surplus(c)
+    if s is None:
+        return None
+    divisor = int(np.gcd.reduce(s))
+    s //= divisor  # exact; smaller costs make cost scaling take fewer phases
+    nodes = len(c.requests) + len(c.offers) + 2
+    if int(s.max()) * nodes >= 2**60:  # path lengths in the potentials must not overflow
+        return None
+    return s, divisor
+
+
+def _flow_potentials(c: Candidates, cols: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Optimal duals of the flow on the pairs ``cols``: shortest distances from the root.
+
+    Complementary slackness in GPU-hours with p[o] = -u[o], p[r] = w[r] / g[r] reads
+    p[o] <= p[r] - s (pair below its capacity), p[r] <= p[o] + s (pair used),
+    p[o] <= 0, p[r] >= 0, and p = 0 at offers and requests left unsaturated: difference
+    constraints, solved exactly by Bellman-Ford from the root (node ``n_o + n_r``, p = 0).
+    The residual graph of an optimal flow has no negative cycle, so it converges; on
+    these markets in ~10 vectorised sweeps.
+    """
+    n_o, n_r = len(c.offers), len(c.requests)
+    root = n_o + n_r
+    g = c.request_gpus[c.r[cols]]
+    yc = y[cols]
+    offer_open = np.flatnonzero(np.bincount(c.o[cols], weights=yc, minlength=n_o) < c.offer_capacity)
+    request_open = np.flatnonzero(
+        np.bincount(c.r[cols], weights=yc, minlength=n_r) < c.request_gpus * c.request_hours
+    )
+    below = yc < g * c.hi[cols]
+    used = yc > 0
+    tail = np.concatenate(
+        [np.full(n_o, root), offer_open, np.full(len(request_open), root), n_o + np.arange(n_r),
+         n_o + c.r[cols][below], c.o[cols][used]]
+    )
+    head = np.concatenate(
+        [np.arange(n_o), np.full(len(offer_open), root), n_o + request_open, np.full(n_r, root),
+         c.o[cols][below], n_o + c.r[cols][used]]
+    )
+    weight = np.concatenate(
+        [np.zeros(n_o + len(offer_open) + len(request_open) + n_r, dtype=np.int64), -s[cols][below], s[cols][used]]
+    )
+    order = np.argsort(head, kind="stable")
+    tail, head, weight = tail[order], head[order], weight[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(head)) + 1]
+    heads = head[starts]
+    unreached = np.int64(2**62)
+    d = np.full(root + 1, unreached, dtype=np.int64)
+    d[root] = 0
+    for _ in range(root + 2):
+        dt = d[tail]
+        best = np.minimum.reduceat(np.where(dt < unreached, dt + weight, unreached), starts)
+        new = d.copy()
+        new[heads] = np.minimum(d[heads], best)
+        if np.array_equal(new, d):
+            return d
+        d = new
+    raise SolverError("flow potentials did not converge (flow not optimal)")
+
+
+def _solve_flow_lp(
+    c: Candidates, config: BatchConfig, s: np.ndarray, divisor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """The LP relaxation as a min-cost flow, with column generation; (x, w, u, rounds).
+
+    In GPU-hours y = g[r] * x the LP is a transportation problem: source -> offer
+    (capacity left), offer -> request (g * hi, cost -surplus), request -> sink (g * hours
+    left), plus a source -> sink bypass so nothing has to trade. Same optimum as the
+    HiGHS LP; OR-Tools' cost-scaling solver takes a fraction of the time. Its duals are
+    recomputed exactly (integers) by ``_flow_potentials``. None if the solver rejects
+    the magnitudes (the caller falls back to HiGHS).
+    """
+    from ortools.graph.python import min_cost_flow
+
+    n_o, n_r = len(c.offers), len(c.requests)
+    source, sink = n_o + n_r, n_o + n_r + 1
+    g = c.request_gpus[c.r]
+    request_cap = c.request_gpus * c.request_hours
+    total = int(min(c.offer_capacity.sum(), request_cap.sum()))
+    selected = np.zeros(len(c), dtype=bool)
+    selected[_first_k_per_group(c.r, -s, config.flow_partners)] = True
+    selected[_first_k_per_group(c.o, -s, config.flow_partners)] = True
+    fixed_tails = np.concatenate([np.full(n_o, source), n_o + np.arange(n_r), [source]])
+    fixed_heads = np.concatenate([np.arange(n_o), np.full(n_r, sink), [sink]])
+    fixed_caps = np.concatenate([c.offer_capacity, request_cap, [total]])
+    supplies = np.zeros(n_o + n_r + 2, dtype=np.int64)
+    supplies[source], supplies[sink] = total, -total
+    y = np.zeros(len(c), dtype=np.int64)
+    rounds = 0
+    while True:
+        rounds += 1
+        cols = np.flatnonzero(selected)
+        mcf = min_cost_flow.SimpleMinCostFlow()
+        mcf.add_arcs_with_capacity_and_unit_cost(
+            np.concatenate([c.o[cols], fixed_tails]),
+            np.concatenate([n_o + c.r[cols], fixed_heads]),
+            np.concatenate([g[cols] * c.hi[cols], fixed_caps]),
+            np.concatenate([-s[cols], np.zeros(len(fixed_caps), dtype=np.int64)]),
+        )
+        mcf.set_nodes_supplies(np.arange(len(supplies)), supplies)
+        if mcf.solve() != mcf.OPTIMAL:
+            return None
+        y[:] = 0
+        y[cols] = mcf.flows(np.arange(len(cols)))
+        d = _flow_potentials(c, cols, y, s)
+        reduced = s - d[n_o + c.r] + d[c.o]  # per GPU-hour: s - w/g - u
+        attractive = np.flatnonzero(~selected & (reduced > 0))
+        if len(attractive) == 0 or rounds >= config.max_rounds:
+            break  # the potentials are non-negative duals either way: the bound stays valid
+        best = _first_k_per_group(c.r[attractive], -reduced[attractive], config.added_per_round)
+        selected[attractive[best]] = True
+    w = d[n_o : n_o + n_r].astype(np.float64) * c.request_gpus * divisor
+    u = -d[:n_o].astype(np.float64) * divisor
+    return y / g, w, u, rounds
+
+
+def _relaxation(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The LP relaxation: min-cost flow when prices fit int64 (and ``config.lp_solver`` allows), else HiGHS."""
+    if config.lp_solver == "flow":
+        surplus = _integer_surplus(c)
+        if surplus is not None:
+            solved = _solve_flow_lp(c, config, *surplus)
+            if solved is not None:
+                return solved
+    return _solve_lp(c, config)
 
 
 def _milp(
@@ -509,7 +665,7 @@ def _welfare_of(c: Candidates, hours: np.ndarray) -> float:
 
 def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """LP bound and guidance, then exact MILPs on the sub-markets the LP could not settle."""
-    x, w, u, rounds = _solve_lp(c, config)
+    x, w, u, rounds = _relaxation(c, config)
     value = _pair_values(c)
     reduced = value - w[c.r] - c.request_gpus[c.r] * u[c.o]
     empty = np.zeros(len(c), dtype=np.int64)
@@ -598,7 +754,7 @@ def clear_batch(
             c, np.arange(len(c)), integral_hours=True, node_limit=None, time_limit=config.time_limit, gap=0.0
         )
     elif config.method == "lp":
-        x, w, u, rounds = _solve_lp(c, config)
+        x, w, u, rounds = _relaxation(c, config)
         reduced = _pair_values(c) - w[c.r] - c.request_gpus[c.r] * u[c.o]
         hours = _fill(c, np.zeros(len(c), dtype=np.int64), _guided_order(c, x, reduced))
         bound = _dual_bound(c, w, u)

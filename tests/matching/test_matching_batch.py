@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,63 @@ def test_batch_vs_continuous__same_window__batch_welfare_not_lower() -> None:
         deals += matcher.submit(order, NOW)
     continuous = total_welfare(deals, {o.order_id: o for o in offer_list}, {r.order_id: r for r in request_list})
     assert batch.welfare >= continuous
+
+
+def _lp_optimum_both_ways(offer_list: list[Offer], request_list: list[Request]) -> None:
+    from marketplace.matching.batch import _dual_bound, _integer_surplus, _pair_values, _solve_flow_lp, _solve_lp, build_candidates
+
+    c = build_candidates(offer_list, request_list, NOW)
+    if len(c) == 0:
+        return
+    config = BatchConfig(flow_partners=1, added_per_round=1)  # few starting columns: pricing must find the rest
+    surplus = _integer_surplus(c)
+    assert surplus is not None
+    solved = _solve_flow_lp(c, config, *surplus)
+    assert solved is not None
+    x, w, u, _ = solved
+    hx, hw, hu, _ = _solve_lp(c, config)
+    highs = float(_pair_values(c) @ hx)
+    flow_value = float(_pair_values(c) @ x)
+    # Same LP: equal optima, and the flow's integer potentials certify it exactly (strong duality).
+    assert flow_value == pytest.approx(highs, rel=1e-9, abs=1e-6)
+    assert _dual_bound(c, w, u) == pytest.approx(flow_value, rel=1e-9, abs=1e-6)
+    assert (w >= 0).all() and (u >= 0).all()
+    # The flow solution is LP-feasible.
+    g = c.request_gpus[c.r]
+    assert (x >= -1e-9).all() and (x <= c.hi + 1e-9).all()
+    assert (np.bincount(c.r, weights=x, minlength=len(c.requests)) <= c.request_hours + 1e-9).all()
+    assert (np.bincount(c.o, weights=x * g, minlength=len(c.offers)) <= c.offer_capacity + 1e-9).all()
+
+
+@TINY
+@given(tiny_windows())
+def test_property__tiny_windows__flow_lp_equals_highs_lp(window) -> None:  # type: ignore[no-untyped-def]
+    _lp_optimum_both_ways(*window)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000))
+def test_property__generated_windows__flow_lp_equals_highs_lp(seed: int) -> None:
+    offer_list, request_list = MarketGenerator(seed, providers=40, trainers=80).window(300, now=NOW, offer_share=0.35)
+    _lp_optimum_both_ways(offer_list, request_list)
+
+
+def test_lp_solver__huge_prices__exact_surplus_and_certified() -> None:
+    from marketplace.matching.batch import _integer_surplus, build_candidates
+
+    big = 2**70  # beyond int64 and float64 precision; surpluses are small, so the flow still applies
+    offer_list = [offer("o1", price_per_gpu_hour=big, capacity_gpu_hours=16), offer("o2", price_per_gpu_hour=big + 300, capacity_gpu_hours=16)]
+    request_list = [request(f"r{i}", gpu_count=4, hours=3, max_price_per_gpu_hour=big + 1_000 * (i + 1)) for i in range(4)]
+    assert _integer_surplus(build_candidates(offer_list, request_list, NOW)) is not None
+    # Surpluses of 2**70 do not fit the flow solver: HiGHS takes over.
+    huge_offers = [offer("h1", price_per_gpu_hour=100, capacity_gpu_hours=16)]
+    huge_requests = [request("hr", gpu_count=4, hours=3, max_price_per_gpu_hour=big)]
+    assert _integer_surplus(build_candidates(huge_offers, huge_requests, NOW)) is None
+    optimum = brute_force_optimum(offer_list, request_list, NOW)
+    for offers_, requests_ in ((offer_list, request_list), (huge_offers, huge_requests)):
+        for solver in ("flow", "highs"):
+            result = clear_batch(offers_, requests_, NOW, config=BatchConfig(method="lp", lp_solver=solver))
+            verify_batch(result, offers_, requests_)
+            assert result.upper_bound is not None and result.welfare <= result.upper_bound * (1 + 1e-9)
+            if offers_ is offer_list:
+                assert result.welfare == optimum and result.upper_bound == pytest.approx(optimum, rel=1e-9)
