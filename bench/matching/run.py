@@ -210,6 +210,7 @@ def worker_batch(window: int, exact_time_limit: float, seed: int) -> dict:
     requests_by_id = {r.order_id: r for r in requests}
     out: dict = {"window": window, "offers": len(offers), "requests": len(requests)}
     clear_batch(offers[:5], requests[:5], START)  # import scipy/HiGHS outside the timings
+    import ortools.graph.python.min_cost_flow  # noqa: F401  -- and OR-Tools (the LP's flow solver)
 
     for method in ("auto", "lp", "greedy"):
         c0 = time.process_time()

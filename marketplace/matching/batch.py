@@ -103,6 +103,8 @@ class BatchConfig:
     # request and per offer: enough that one or two rounds price out every other pair.
     lp_solver: Literal["flow", "highs"] = "flow"
     flow_partners: int = 20
+    # "auto": guide the repair by a simplex vertex of the flow's optimal face (see _simplex_vertex).
+    simplex_vertex: bool = True
     # "auto": windows with at most this many candidate pairs are solved exactly (the "exact" MILP).
     exact_below: int = 500
     # "auto": skip the MILP stage when the LP-guided allocation is already this close to the bound;
@@ -481,6 +483,74 @@ def _flow_potentials(c: Candidates, cols: np.ndarray, y: np.ndarray, s: np.ndarr
     raise SolverError("flow potentials did not converge (flow not optimal)")
 
 
+def _cancel_free_cycles(tails: list[int], heads: list[int], caps: list[int], flows: list[int]) -> list[int]:
+    """Make an optimal flow basic: push flow around cycles of free arcs until they form a forest.
+
+    A cost-scaling solver returns an optimal flow, not a vertex: its free arcs
+    (0 < flow < capacity) may close cycles, each of which splits some order more than a
+    vertex would (a vertex of the transportation LP has its free arcs on a forest). Every
+    such cycle costs zero -- both directions are residual in an optimal flow -- so pushing
+    flow around it until an arc reaches a bound keeps the optimum and frees one arc less.
+    Arcs are taken in index order and flow is pushed along the new arc: deterministic.
+    """
+    flows = list(flows)
+    adjacent: dict[int, dict[int, int]] = {}  # node -> {arc: neighbour} over the current forest
+
+    def link(a: int) -> None:
+        adjacent.setdefault(tails[a], {})[a] = heads[a]
+        adjacent.setdefault(heads[a], {})[a] = tails[a]
+
+    def unlink(a: int) -> None:
+        del adjacent[tails[a]][a]
+        del adjacent[heads[a]][a]
+
+    def path(start: int, goal: int) -> list[int] | None:
+        """Arcs of the forest path start -> goal (breadth first), or None if not connected."""
+        if start not in adjacent or goal not in adjacent:
+            return None
+        parent: dict[int, tuple[int, int]] = {start: (-1, -1)}
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for node in frontier:
+                for arc, other in adjacent[node].items():
+                    if other not in parent:
+                        parent[other] = (node, arc)
+                        if other == goal:
+                            arcs = []
+                            while other != start:
+                                other, arc = parent[other]
+                                arcs.append(arc)
+                            return arcs[::-1]
+                        nxt.append(other)
+            frontier = nxt
+        return None
+
+    for a in range(len(tails)):
+        if not 0 < flows[a] < caps[a]:
+            continue
+        arcs = path(heads[a], tails[a])
+        if arcs is None:
+            link(a)
+            continue
+        # Cycle: a forward, then the path from a's head back to its tail.
+        cycle = [(a, 1)]
+        node = heads[a]
+        for arc in arcs:
+            forward = tails[arc] == node
+            cycle.append((arc, 1 if forward else -1))
+            node = heads[arc] if forward else tails[arc]
+        push = min(caps[arc] - flows[arc] if sign > 0 else flows[arc] for arc, sign in cycle)
+        for arc, sign in cycle:
+            flows[arc] += sign * push
+        for arc, _ in cycle[1:]:
+            if not 0 < flows[arc] < caps[arc]:
+                unlink(arc)
+        if 0 < flows[a] < caps[a]:
+            link(a)
+    return flows
+
+
 def _solve_flow_lp(
     c: Candidates, config: BatchConfig, s: np.ndarray, divisor: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
@@ -514,11 +584,11 @@ def _solve_flow_lp(
         rounds += 1
         cols = np.flatnonzero(selected)
         mcf = min_cost_flow.SimpleMinCostFlow()
+        tails = np.concatenate([c.o[cols], fixed_tails])
+        heads = np.concatenate([n_o + c.r[cols], fixed_heads])
+        caps = np.concatenate([g[cols] * c.hi[cols], fixed_caps])
         mcf.add_arcs_with_capacity_and_unit_cost(
-            np.concatenate([c.o[cols], fixed_tails]),
-            np.concatenate([n_o + c.r[cols], fixed_heads]),
-            np.concatenate([g[cols] * c.hi[cols], fixed_caps]),
-            np.concatenate([-s[cols], np.zeros(len(fixed_caps), dtype=np.int64)]),
+            tails, heads, caps, np.concatenate([-s[cols], np.zeros(len(fixed_caps), dtype=np.int64)])
         )
         mcf.set_nodes_supplies(np.arange(len(supplies)), supplies)
         if mcf.solve() != mcf.OPTIMAL:
@@ -532,9 +602,52 @@ def _solve_flow_lp(
             break  # the potentials are non-negative duals either way: the bound stays valid
         best = _first_k_per_group(c.r[attractive], -reduced[attractive], config.added_per_round)
         selected[attractive[best]] = True
+    # A vertex splits fewer orders than the solver's flow: fewer sub-markets to repair. The
+    # potentials stay optimal duals (only zero-reduced-cost arcs changed).
+    flows = mcf.flows(np.arange(len(caps)))
+    free = np.flatnonzero((flows > 0) & (flows < caps))
+    flows[free] = _cancel_free_cycles(
+        tails[free].tolist(), heads[free].tolist(), caps[free].tolist(), flows[free].tolist()
+    )
+    y[cols] = flows[: len(cols)]
     w = d[n_o : n_o + n_r].astype(np.float64) * c.request_gpus * divisor
     u = -d[:n_o].astype(np.float64) * divisor
     return y / g, w, u, rounds
+
+
+def _simplex_vertex(
+    c: Candidates, x: np.ndarray, w: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Another optimal vertex of the same LP and its duals, from HiGHS' dual simplex, to guide the repair.
+
+    Only pairs the flow uses or whose reduced value is zero (within float tolerance) can be
+    in an optimal solution, so the simplex runs on those alone (~10 % of the pairs). Which
+    optimal vertex guides the sub-market MILPs changes how much they recover -- on the
+    benchmark windows the simplex's vertex did better than the flow's. So do the duals: the
+    flow's potentials are an extreme dual solution (smallest offer values), which ranks a split
+    request's alternatives differently. The simplex duals only guide (they need not price the
+    pairs left out); the certificate keeps the flow's. Falls back to ``(x, w, u)``.
+    """
+    from scipy.optimize import linprog
+
+    value = _pair_values(c)
+    scale = float(value.max())
+    reduced = value - w[c.r] - c.request_gpus[c.r] * u[c.o]
+    cols = np.flatnonzero((x > 0) | (reduced >= -1e-9 * scale))
+    res = linprog(
+        -value[cols] / scale,
+        A_ub=_constraint_matrix(c, cols),
+        b_ub=np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64),
+        bounds=np.stack([np.zeros(len(cols)), c.hi[cols].astype(np.float64)], axis=1),
+        method="highs-ds",
+    )
+    if res.status != 0 or res.x is None or value[cols] @ res.x < value @ x * (1 - 1e-9):
+        return x, w, u
+    vertex = np.zeros(len(c))
+    vertex[cols] = res.x
+    n_r = len(c.requests)
+    y = res.ineqlin.marginals  # <= 0: d(cost)/d(b_ub)
+    return vertex, np.maximum(0.0, -y[:n_r]) * scale, np.maximum(0.0, -y[n_r:]) * scale
 
 
 def _relaxation(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -550,7 +663,7 @@ def _relaxation(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndar
 
 def _milp(
     c: Candidates, cols: np.ndarray, *, integral_hours: bool, node_limit: int | None, time_limit: float | None,
-    gap: float,
+    gap: float, left: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool, float]:
     """Welfare-maximising deal hours on the pairs ``cols`` (others stay at 0).
 
@@ -570,7 +683,9 @@ def _milp(
     a = _constraint_matrix(c, cols)
     used = np.unique(np.concatenate([c.r[cols], len(c.requests) + c.o[cols]]))
     a = a[used]  # only the rows these pairs touch
-    capacity = np.concatenate([c.request_hours, c.offer_capacity]).astype(np.float64)[used]
+    if left is None:  # hours left per request, then GPU-hours left per offer
+        left = np.concatenate([c.request_hours, c.offer_capacity])
+    capacity = left.astype(np.float64)[used]
     chunky = np.flatnonzero(lo >= 2)
     m = len(chunky)
     pick = csc_array((np.ones(m), (np.arange(m), chunky)), shape=(m, n))
@@ -627,22 +742,33 @@ def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
     g = c.request_gpus[c.r]
     request_left = (c.request_hours - np.bincount(c.r, weights=hours, minlength=len(c.requests))).astype(np.int64)
     offer_left = (c.offer_capacity - np.bincount(c.o, weights=hours * g, minlength=len(c.offers))).astype(np.int64)
-    # Only pairs that could still grow: spares the Python loop most pairs.
+    # A pair is skipped unless it can grow by ``step`` (1, or up to its minimum if it has no deal yet).
     step = np.where(hours > 0, 1, c.lo)
     can_grow = (hours < c.hi) & (request_left[c.r] >= step) & (offer_left[c.o] >= g * step)
     order = order[can_grow[order]]
-    req_left = request_left.tolist()
-    off_left = offer_left.tolist()
     r_list, o_list, lo_list, hi_list, g_list = c.r.tolist(), c.o.tolist(), c.lo.tolist(), c.hi.tolist(), g.tolist()
-    for i in order.tolist():
-        r, o, gpu = r_list[i], o_list[i], g_list[i]
-        current = int(hours[i])
-        extra = min(hi_list[i] - current, req_left[r], off_left[o] // gpu)
-        if extra <= 0 or current + extra < lo_list[i]:
+    # Capacities only shrink and each pair appears once, so a pair that cannot grow at the start of
+    # a chunk cannot grow later either: filtering chunk by chunk (vectorised) skips exactly the
+    # pairs the loop would skip, and the Python loop only sees pairs that may still trade.
+    chunk = 4_096
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[(request_left[c.r[part]] >= step[part]) & (offer_left[c.o[part]] >= g[part] * step[part])]
+        if len(part) == 0:
             continue
-        hours[i] = current + extra
-        req_left[r] -= extra
-        off_left[o] -= gpu * extra
+        req_left = request_left.tolist()
+        off_left = offer_left.tolist()
+        for i in part.tolist():
+            r, o, gpu = r_list[i], o_list[i], g_list[i]
+            current = int(hours[i])
+            extra = min(hi_list[i] - current, req_left[r], off_left[o] // gpu)
+            if extra <= 0 or current + extra < lo_list[i]:
+                continue
+            hours[i] = current + extra
+            req_left[r] -= extra
+            off_left[o] -= gpu * extra
+            request_left[r] = req_left[r]
+            offer_left[o] = off_left[o]
     return hours
 
 
@@ -651,9 +777,9 @@ def _surplus_order(c: Candidates) -> np.ndarray:
     return np.lexsort((c.o, c.ask_rank[c.o], c.r, -c.surplus))
 
 
-def _guided_order(c: Candidates, x: np.ndarray, reduced: np.ndarray) -> np.ndarray:
+def _guided_order(c: Candidates, x: np.ndarray, reduced: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
     """LP-guided: largest LP deals first, then by reduced value, then the surplus order."""
-    base = _surplus_order(c)
+    base = _surplus_order(c) if base is None else base
     rank = np.empty(len(c), dtype=np.int64)
     rank[base] = np.arange(len(c))
     return np.lexsort((rank, -reduced, -np.round(x, 6)))
@@ -666,11 +792,16 @@ def _welfare_of(c: Candidates, hours: np.ndarray) -> float:
 def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """LP bound and guidance, then exact MILPs on the sub-markets the LP could not settle."""
     x, w, u, rounds = _relaxation(c, config)
+    guide_w, guide_u = w, u
+    if config.lp_solver == "flow" and config.simplex_vertex:
+        x, guide_w, guide_u = _simplex_vertex(c, x, w, u)
     value = _pair_values(c)
-    reduced = value - w[c.r] - c.request_gpus[c.r] * u[c.o]
+    reduced = value - guide_w[c.r] - c.request_gpus[c.r] * guide_u[c.o]
     empty = np.zeros(len(c), dtype=np.int64)
-    guided = _fill(c, empty, _guided_order(c, x, reduced))
-    greedy = _fill(c, empty, _surplus_order(c))
+    by_surplus = _surplus_order(c)  # sorted once: every fill below reuses it
+    by_guide = _guided_order(c, x, reduced, by_surplus)
+    guided = _fill(c, empty, by_guide)
+    greedy = _fill(c, empty, by_surplus)
     best = guided if _welfare_of(c, guided) >= _welfare_of(c, greedy) else greedy
     bound = _dual_bound(c, w, u)
     if bound - _welfare_of(c, best) <= config.target_gap * bound:
@@ -694,8 +825,8 @@ def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndar
             gap=config.mip_rel_gap,
         )
         hours[part] = part_hours
-    hours = _fill(c, hours, _guided_order(c, x, reduced))
-    hours = _fill(c, hours, _surplus_order(c))
+    hours = _fill(c, hours, by_guide)
+    hours = _fill(c, hours, by_surplus)
     return (hours if _welfare_of(c, hours) > _welfare_of(c, best) else best), w, u, rounds
 
 
