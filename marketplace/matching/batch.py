@@ -736,6 +736,9 @@ def _components(c: Candidates, cols: np.ndarray) -> list[np.ndarray]:
     return parts
 
 
+_FILL_CHUNK = 4_096  # pairs per vectorised filter in _fill
+
+
 def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Grow deals pair by pair in ``order`` as far as capacities allow (one deal per pair)."""
     hours = hours.copy()
@@ -750,9 +753,8 @@ def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
     # Capacities only shrink and each pair appears once, so a pair that cannot grow at the start of
     # a chunk cannot grow later either: filtering chunk by chunk (vectorised) skips exactly the
     # pairs the loop would skip, and the Python loop only sees pairs that may still trade.
-    chunk = 4_096
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
+    for start in range(0, len(order), _FILL_CHUNK):
+        part = order[start : start + _FILL_CHUNK]
         part = part[(request_left[c.r[part]] >= step[part]) & (offer_left[c.o[part]] >= g[part] * step[part])]
         if len(part) == 0:
             continue
