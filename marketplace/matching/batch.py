@@ -25,7 +25,10 @@ Methods
   transportation problem, solved as a min-cost flow (OR-Tools); its duals are
   the flow's node potentials, recomputed exactly. Prices whose differences do
   not fit int64 fall back to HiGHS (``scipy.optimize.linprog``), same LP.
-  (2) Two quick fills -- LP-guided (pairs in order of LP hours, then reduced
+  The flow is made a vertex (cycles of free arcs cancelled) and "auto" then
+  takes HiGHS' simplex vertex of the optimal face (pairs with zero reduced
+  value only) and its duals to guide steps (2)-(3); the certificate keeps the
+  flow's duals. (2) Two quick fills -- LP-guided (pairs in order of LP hours, then reduced
   value) and greedy (by surplus) -- keep the better. If it is within
   ``target_gap`` of the bound, done. (3) Otherwise the pairs the
   LP uses, plus each split request's best alternatives, fall apart into small
@@ -36,7 +39,8 @@ Methods
 * ``"exact"``: the whole MILP with integer hours, no gap, no node limit: the
   reference optimum. Fine for small windows; at thousands of orders HiGHS
   needs minutes to hours.
-* ``"lp"``: steps (1) and (2) only. ``"greedy"``: pairs by surplus per
+* ``"lp"``: steps (1) and (2) only (LP by the flow, guided by its vertex).
+  ``"greedy"``: pairs by surplus per
   GPU-hour, largest first; no bound. Baselines.
 
 Price rule and the clearing price
@@ -62,8 +66,9 @@ problem only has fewer solutions). The result publishes ``w`` and ``u``, so
 anyone can recompute ``B`` over all pairs and check ``welfare >= (1 - gap) B``.
 
 Determinism: candidate pairs are built and ordered canonically (request
-arrival, then offer ask, then offer arrival); HiGHS is deterministic for a
-given model; rounding and refill follow an explicit order (surplus per
+arrival, then offer ask, then offer arrival); HiGHS and OR-Tools' min-cost
+flow (single-threaded) are deterministic for a given model, and so is the
+cycle cancelling (arcs in index order); rounding and refill follow an explicit order (surplus per
 GPU-hour, then request arrival, then offer ask, then offer arrival). Ties
 between equally good allocations are thus broken deterministically, not by a
 fairness rule.
