@@ -366,3 +366,21 @@ def test_property__fill__same_as_plain_pair_by_pair_loop(seed: int) -> None:
         assert np.array_equal(_fill(c, start, order), want)
     finally:
         batch_module._FILL_CHUNK = default_chunk
+
+
+def test_simplex_vertex__same_lp_optimum__feasible__duals_non_negative() -> None:
+    from marketplace.matching.batch import _integer_surplus, _pair_values, _simplex_vertex, _solve_flow_lp, build_candidates
+
+    offer_list, request_list = MarketGenerator(4, providers=80, trainers=160).window(900, now=NOW, offer_share=0.3)
+    c = build_candidates(offer_list, request_list, NOW)
+    solved = _solve_flow_lp(c, BatchConfig(), *_integer_surplus(c))
+    assert solved is not None
+    x, w, u, _ = solved
+    vertex, gw, gu = _simplex_vertex(c, x, w, u)
+    value = _pair_values(c)
+    assert value @ vertex == pytest.approx(value @ x, rel=1e-9)
+    g = c.request_gpus[c.r]
+    assert (vertex >= -1e-9).all() and (vertex <= c.hi + 1e-9).all()
+    assert (np.bincount(c.r, weights=vertex, minlength=len(c.requests)) <= c.request_hours + 1e-6).all()
+    assert (np.bincount(c.o, weights=vertex * g, minlength=len(c.offers)) <= c.offer_capacity + 1e-6).all()
+    assert (gw >= 0).all() and (gu >= 0).all()
