@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,165 @@ def test_batch_vs_continuous__same_window__batch_welfare_not_lower() -> None:
         deals += matcher.submit(order, NOW)
     continuous = total_welfare(deals, {o.order_id: o for o in offer_list}, {r.order_id: r for r in request_list})
     assert batch.welfare >= continuous
+
+
+def _lp_optimum_both_ways(offer_list: list[Offer], request_list: list[Request]) -> None:
+    from marketplace.matching.batch import _dual_bound, _integer_surplus, _pair_values, _solve_flow_lp, _solve_lp, build_candidates
+
+    c = build_candidates(offer_list, request_list, NOW)
+    if len(c) == 0:
+        return
+    config = BatchConfig(flow_partners=1, added_per_round=1)  # few starting columns: pricing must find the rest
+    surplus = _integer_surplus(c)
+    assert surplus is not None
+    solved = _solve_flow_lp(c, config, *surplus)
+    assert solved is not None
+    x, w, u, _ = solved
+    hx, hw, hu, _ = _solve_lp(c, config)
+    highs = float(_pair_values(c) @ hx)
+    flow_value = float(_pair_values(c) @ x)
+    # Same LP: equal optima, and the flow's integer potentials certify it exactly (strong duality).
+    assert flow_value == pytest.approx(highs, rel=1e-9, abs=1e-6)
+    assert _dual_bound(c, w, u) == pytest.approx(flow_value, rel=1e-9, abs=1e-6)
+    assert (w >= 0).all() and (u >= 0).all()
+    # The flow solution is LP-feasible.
+    g = c.request_gpus[c.r]
+    assert (x >= -1e-9).all() and (x <= c.hi + 1e-9).all()
+    assert (np.bincount(c.r, weights=x, minlength=len(c.requests)) <= c.request_hours + 1e-9).all()
+    assert (np.bincount(c.o, weights=x * g, minlength=len(c.offers)) <= c.offer_capacity + 1e-9).all()
+
+
+@TINY
+@given(tiny_windows())
+def test_property__tiny_windows__flow_lp_equals_highs_lp(window) -> None:  # type: ignore[no-untyped-def]
+    _lp_optimum_both_ways(*window)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000))
+def test_property__generated_windows__flow_lp_equals_highs_lp(seed: int) -> None:
+    offer_list, request_list = MarketGenerator(seed, providers=40, trainers=80).window(300, now=NOW, offer_share=0.35)
+    _lp_optimum_both_ways(offer_list, request_list)
+
+
+def test_lp_solver__huge_prices__exact_surplus_and_certified() -> None:
+    from marketplace.matching.batch import _integer_surplus, build_candidates
+
+    big = 2**70  # beyond int64 and float64 precision; surpluses are small, so the flow still applies
+    offer_list = [offer("o1", price_per_gpu_hour=big, capacity_gpu_hours=16), offer("o2", price_per_gpu_hour=big + 300, capacity_gpu_hours=16)]
+    request_list = [request(f"r{i}", gpu_count=4, hours=3, max_price_per_gpu_hour=big + 1_000 * (i + 1)) for i in range(4)]
+    assert _integer_surplus(build_candidates(offer_list, request_list, NOW)) is not None
+    # Surpluses of 2**70 do not fit the flow solver: HiGHS takes over.
+    huge_offers = [offer("h1", price_per_gpu_hour=100, capacity_gpu_hours=16)]
+    huge_requests = [request("hr", gpu_count=4, hours=3, max_price_per_gpu_hour=big)]
+    assert _integer_surplus(build_candidates(huge_offers, huge_requests, NOW)) is None
+    optimum = brute_force_optimum(offer_list, request_list, NOW)
+    for offers_, requests_ in ((offer_list, request_list), (huge_offers, huge_requests)):
+        for solver in ("flow", "highs"):
+            result = clear_batch(offers_, requests_, NOW, config=BatchConfig(method="lp", lp_solver=solver))
+            verify_batch(result, offers_, requests_)
+            assert result.upper_bound is not None and result.welfare <= result.upper_bound * (1 + 1e-9)
+            if offers_ is offer_list:
+                assert result.welfare == optimum and result.upper_bound == pytest.approx(optimum, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(0, 2**32 - 1))
+def test_property__cancel_free_cycles__forest_same_cost_feasible(seed: int) -> None:
+    from marketplace.matching.batch import _cancel_free_cycles
+
+    rng = np.random.default_rng(seed)
+    n_nodes = int(rng.integers(2, 8))
+    n_arcs = int(rng.integers(1, 16))
+    tails = rng.integers(0, n_nodes, n_arcs)
+    heads = (tails + rng.integers(1, n_nodes, n_arcs)) % n_nodes  # no self-loops
+    caps = rng.integers(1, 10, n_arcs)
+    # A circulation plus noise is not needed: any flow works, since only cycles of free arcs are
+    # pushed; the costs are zero on them by construction below.
+    flows = rng.integers(0, caps + 1)
+    out = np.array(_cancel_free_cycles(tails.tolist(), heads.tolist(), caps.tolist(), flows.tolist()))
+    assert ((out >= 0) & (out <= caps)).all()
+    # Node balances are unchanged (flow pushed around cycles only).
+    balance = lambda f: np.bincount(tails, weights=f, minlength=n_nodes) - np.bincount(heads, weights=f, minlength=n_nodes)  # noqa: E731
+    assert np.array_equal(balance(out), balance(flows))
+    # Arcs already at a bound stay untouched.
+    fixed = (flows == 0) | (flows == caps)
+    assert np.array_equal(out[fixed], flows[fixed])
+    # The free arcs form a forest: no cycle (union-find).
+    parent = list(range(n_nodes))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    for a in np.flatnonzero((out > 0) & (out < caps)).tolist():
+        ra, rb = find(int(tails[a])), find(int(heads[a]))
+        assert ra != rb, "free arcs close a cycle"
+        parent[ra] = rb
+
+
+def test_flow_lp__generated_window__basic_solution_splits_few_orders() -> None:
+    from marketplace.matching.batch import _integer_surplus, _solve_flow_lp, build_candidates
+
+    offer_list, request_list = MarketGenerator(3, providers=60, trainers=120).window(600, now=NOW, offer_share=0.3)
+    c = build_candidates(offer_list, request_list, NOW)
+    solved = _solve_flow_lp(c, BatchConfig(), *_integer_surplus(c))
+    assert solved is not None
+    x = solved[0]
+    # A vertex of the transportation LP: the pairs strictly between their bounds form a forest
+    # over orders, so there are fewer of them than orders touched.
+    free = np.flatnonzero((x > 1e-9) & (x < c.hi - 1e-9))
+    nodes = len(np.unique(c.r[free])) + len(np.unique(c.o[free]))
+    assert len(free) < max(nodes, 1)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000))
+def test_property__fill__same_as_plain_pair_by_pair_loop(seed: int) -> None:
+    from marketplace.matching.batch import _fill, build_candidates
+
+    offer_list, request_list = MarketGenerator(seed, providers=40, trainers=80).window(400, now=NOW, offer_share=0.35)
+    c = build_candidates(offer_list, request_list, NOW)
+    rng = np.random.default_rng(seed)
+    start = _fill(c, np.zeros(len(c), dtype=np.int64), rng.permutation(len(c))[: len(c) // 4])
+    order = rng.permutation(len(c))
+    # Reference: the plain loop the chunked filter must reproduce exactly.
+    want = start.copy()
+    g = c.request_gpus[c.r]
+    req_left = (c.request_hours - np.bincount(c.r, weights=want, minlength=len(c.requests))).astype(np.int64)
+    off_left = (c.offer_capacity - np.bincount(c.o, weights=want * g, minlength=len(c.offers))).astype(np.int64)
+    for i in order.tolist():
+        extra = min(int(c.hi[i] - want[i]), int(req_left[c.r[i]]), int(off_left[c.o[i]] // g[i]))
+        if extra <= 0 or want[i] + extra < c.lo[i]:
+            continue
+        want[i] += extra
+        req_left[c.r[i]] -= extra
+        off_left[c.o[i]] -= g[i] * extra
+    assert np.array_equal(_fill(c, start, order), want)
+    import marketplace.matching.batch as batch_module
+
+    default_chunk = batch_module._FILL_CHUNK
+    try:
+        batch_module._FILL_CHUNK = 7  # many chunk boundaries
+        assert np.array_equal(_fill(c, start, order), want)
+    finally:
+        batch_module._FILL_CHUNK = default_chunk
+
+
+def test_simplex_vertex__same_lp_optimum__feasible__duals_non_negative() -> None:
+    from marketplace.matching.batch import _integer_surplus, _pair_values, _simplex_vertex, _solve_flow_lp, build_candidates
+
+    offer_list, request_list = MarketGenerator(4, providers=80, trainers=160).window(900, now=NOW, offer_share=0.3)
+    c = build_candidates(offer_list, request_list, NOW)
+    solved = _solve_flow_lp(c, BatchConfig(), *_integer_surplus(c))
+    assert solved is not None
+    x, w, u, _ = solved
+    vertex, gw, gu = _simplex_vertex(c, x, w, u)
+    value = _pair_values(c)
+    assert value @ vertex == pytest.approx(value @ x, rel=1e-9)
+    g = c.request_gpus[c.r]
+    assert (vertex >= -1e-9).all() and (vertex <= c.hi + 1e-9).all()
+    assert (np.bincount(c.r, weights=vertex, minlength=len(c.requests)) <= c.request_hours + 1e-6).all()
+    assert (np.bincount(c.o, weights=vertex * g, minlength=len(c.offers)) <= c.offer_capacity + 1e-6).all()
+    assert (gw >= 0).all() and (gu >= 0).all()
