@@ -92,8 +92,9 @@ def render_markdown(r: dict[str, Any]) -> str:
     inproc = intake.get("inprocess") or {}
     profile = intake.get("profile") or {}
     L: list[str] = [START_MARKER, "## Service: order intake and end-to-end deals (`bench/service`)", ""]
-    L.append(f"Measured {meta['date']} with `.venv/bin/python bench/service/run.py {meta['args']}` (what "
-             f"`make bench-service` runs, without the --json), commit `{meta['commit']}`; whole run {meta['wall_s'] / 60:.1f} min.")
+    command = ("`make bench-service` (`.venv/bin/python bench/service/run.py`)" if meta["args"] == "(defaults)"
+               else f"`.venv/bin/python bench/service/run.py {meta['args']}`")
+    L.append(f"Measured {meta['date']} with {command}, commit `{meta['commit']}`; whole run {meta['wall_s'] / 60:.1f} min.")
     if meta.get("note"):
         L.append("")
         L.append(meta["note"])
