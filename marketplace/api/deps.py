@@ -26,7 +26,11 @@ def get_session(service: ServiceDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Closed when the handler returns, before the response is serialised: a request-scoped session
+# would keep its pooled connection while the response waits for a worker thread, and under load
+# (all threads queued on the order book's lock, whose holder waits for a connection) that wedges
+# the service for good.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 class RateLimiter:
