@@ -3,6 +3,10 @@ wrong, and nothing is stored or matched for it."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 from web3.middleware import Web3Middleware
@@ -299,3 +303,22 @@ def test_submit_offer__chain_round_trips__reads_the_chain_but_never_asks_its_id_
     response = submit(client, "/offers", json_message(offer), market.sign(offer, PROVIDER))
     assert response.status_code == 201, response.text
     assert "eth_call" in methods and "eth_chainId" not in methods, methods
+
+
+def test_submit__more_concurrent_writers_than_threads_and_pooled_connections__all_answered(env):
+    """Regression: a handler's DB session used to live until its response was serialised, which
+    needs a worker thread; with every thread queued on the order book's lock and the lock's holder
+    waiting for a pooled connection, the service wedged (bench/service at concurrency 64). Here the
+    worker threads are cut to 2 so that 40 writers exceed them and the 15 pooled connections."""
+    market, service, _ = env
+    orders = [market.offer(gpuModel=3, vramGb=24, salt=salt) for salt in range(10**6, 10**6 + 40)]
+    bodies = [{"order": json_message(o), "signature": market.sign(o, PROVIDER)} for o in orders]
+    with TestClient(create_app(service)) as client:
+        client.portal.call(lambda: setattr(anyio.to_thread.current_default_thread_limiter(), "total_tokens", 2))
+        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+            started = time.monotonic()
+            statuses = list(pool.map(lambda body: client.post("/offers", json=body).status_code, bodies))
+            elapsed = time.monotonic() - started
+    assert statuses == [201] * len(bodies)
+    # The pool's 30 s timeout is what used to end the wedge (with 500s); well below it now.
+    assert elapsed < 25, elapsed

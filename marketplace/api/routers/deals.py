@@ -8,13 +8,13 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import select
 
-from marketplace.api.deps import ServiceDep, SessionDep
+from marketplace.api.deps import ServiceDep, SessionDep, SessionReleasingRoute
 from marketplace.api.schemas import DealDetailOut, DealEventOut, DealOut, Page
 from marketplace.db.models import ChainEvent, DealRow
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.signing import DealStatus
 
-router = APIRouter(tags=["deals"])
+router = APIRouter(tags=["deals"], route_class=SessionReleasingRoute)
 
 
 def deal_out(row: DealRow, cls: type[DealOut] = DealOut, **extra) -> DealOut:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlmodel import select
 
-from marketplace.api.deps import ServiceDep, SessionDep, WriteLimited, rate_limit_address
+from marketplace.api.deps import ServiceDep, SessionDep, SessionReleasingRoute, WriteLimited, rate_limit_address
 from marketplace.api.metrics import INDEXED_BLOCK, LOOP_ERRORS, LOOP_PASSES, REGISTRY
 from marketplace.api.schemas import HealthOut, MarketStatsOut, ProviderOut, ProviderRegistration
 from marketplace.db.models import ChainCursor, DealRow, JobSpecRow, OrderRow, OrderSide, OrderStatus, ProviderRow
@@ -17,7 +17,7 @@ from marketplace.errors import InvalidSignature, NotFound
 from marketplace.orderbook import parse_signature, parse_typed
 from marketplace.signing import DealStatus, ProviderProfile
 
-router = APIRouter()
+router = APIRouter(route_class=SessionReleasingRoute)
 
 
 @router.post("/providers", response_model=ProviderOut, dependencies=[WriteLimited], tags=["providers"],

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import func
 from sqlmodel import select
 
-from marketplace.api.deps import ServiceDep, SessionDep, WriteLimited, rate_limit_address
+from marketplace.api.deps import ServiceDep, SessionDep, SessionReleasingRoute, WriteLimited, rate_limit_address
 from marketplace.api.metrics import ORDERS_SUBMITTED
 from marketplace.api.schemas import (
     CancelSubmission,
@@ -22,7 +22,7 @@ from marketplace.api.schemas import (
 from marketplace.db.models import MatchRow, OrderRow, OrderSide, OrderStatus
 from marketplace.errors import NotFound
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], route_class=SessionReleasingRoute)
 
 
 def order_out(row: OrderRow) -> OrderOut:
