@@ -11,10 +11,15 @@ from functools import cached_property
 from typing import Any
 
 import requests
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
+from web3._utils.abi import map_abi_data
+from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError, ContractLogicError
+from web3.exceptions import BadFunctionCallOutput, ContractCustomError, ContractLogicError
 
 from marketplace.registry import Registry
 
@@ -107,8 +112,23 @@ class ChainGateway:
         return fn()
 
     def read(self, name: str, function: str, *args: Any, block: int | str = "latest") -> Any:
-        fn = getattr(self.contract(name).functions, function)(*args)
-        return self._call(lambda: fn.call(block_identifier=block))
+        """A view call, with the same result web3's `contract.functions.f(*args).call()` gives.
+
+        The ABI work is done once per function (selector, types): web3 re-validates the whole
+        ABI and hashes every function's signature on each call, ~10 ms of CPU, which made
+        chain reads most of an order's intake cost (BENCHMARKS.md, service section)."""
+        reader = self._readers.get((name, function, len(args)))
+        if reader is None:
+            reader = self._readers[(name, function, len(args))] = _Reader.of(self.contract(name), function, len(args))
+        if reader.fallback:  # overloaded name: let web3 pick by argument types
+            fn = getattr(self.contract(name).functions, function)(*args)
+            return self._call(lambda: fn.call(block_identifier=block))
+        call = {"to": reader.address, "data": reader.encode(args)}
+        return reader.decode(self._call(lambda: self.w3.eth.call(call, block)))
+
+    @cached_property
+    def _readers(self) -> dict[tuple[str, str, int], _Reader]:
+        return {}
 
     def block_number(self) -> int:
         return self._call(lambda: self.w3.eth.block_number)
@@ -196,6 +216,43 @@ def revert_reason(exc: Exception) -> str:
     if isinstance(exc, ContractLogicError):
         return str(exc.message or exc)
     return f"{exc.__class__.__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """One view function's calldata encoder and result decoder, built once from its ABI."""
+
+    address: str
+    selector: bytes
+    input_types: tuple[str, ...]
+    output_types: tuple[str, ...]
+    fallback: bool = False
+
+    @classmethod
+    def of(cls, contract: Contract, function: str, arity: int) -> _Reader:
+        items = [i for i in contract.abi if i.get("type") == "function" and i["name"] == function
+                 and len(i["inputs"]) == arity]
+        if len(items) != 1:
+            if not items:
+                raise AttributeError(f"{function} with {arity} arguments is not in this contract's ABI")
+            return cls(contract.address, b"", (), (), fallback=True)
+        item = items[0]
+        inputs = tuple(_abi_type(i) for i in item["inputs"])
+        selector = Web3.keccak(text=f"{function}({','.join(inputs)})")[:4]
+        return cls(contract.address, bytes(selector), inputs, tuple(_abi_type(o) for o in item["outputs"]))
+
+    def encode(self, args: tuple[Any, ...]) -> str:
+        return "0x" + (self.selector + abi_encode(self.input_types, args)).hex()
+
+    def decode(self, raw: bytes) -> Any:
+        """Decoded and normalised exactly as web3's `call()` does (checksummed addresses, …)."""
+        try:
+            values = abi_decode(self.output_types, bytes(raw))
+        except DecodingError as exc:
+            raise BadFunctionCallOutput(f"could not decode the result of {self.output_types} from {bytes(raw).hex()!r}"
+                                        ) from exc
+        normalized = map_abi_data(BASE_RETURN_NORMALIZERS, self.output_types, values)
+        return normalized[0] if len(normalized) == 1 else normalized
 
 
 def _abi_type(param: dict[str, Any]) -> str:
