@@ -216,8 +216,7 @@ class OrderBookService:
                 f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
                 f"for chain {chain_id} and market {market}"
             )
-        now = self._now()
-        self._check_against_chain(order, owner, now)
+        now = self._check_against_chain(order, owner)
         if isinstance(order, Request):
             self._check_job_spec(order, job_spec)
 
@@ -385,19 +384,26 @@ class OrderBookService:
         self._last_now = max(self._last_now, self.gateway.timestamp())
         return self._last_now
 
-    def _check_against_chain(self, order: Offer | Request, owner: str, now: int) -> None:
+    def _check_against_chain(self, order: Offer | Request, owner: str) -> int:
+        """The order against the chain's state, read in one round trip; returns chain time."""
+        reads = [("ComputeMarket", "isSettlementToken", (order.token,)), ("ComputeMarket", "counterOf", (owner,))]
+        if isinstance(order, Offer):
+            reads += [("ComputeMarket", "collateralBps", ()), ("ProviderStaking", "freeStake", (owner, order.token))]
+        else:
+            reads += [("ComputeMarket", "balanceOf", (owner, order.token))]
+        timestamp, (is_token, counter, *funds) = self.gateway.read_with_time(reads)
+        # Chain time, not wall time: the contract judges expiry by block.timestamp.
+        self._last_now = now = max(self._last_now, timestamp)
         if order.expiry <= now:
             raise InvalidInput(f"order expired at {order.expiry} (chain time is {now})", field="expiry")
-        if not self.gateway.is_settlement_token(order.token):
+        if not is_token:
             raise InvalidInput(f"token {order.token} is not a settlement token of this market", field="token")
-        counter = self.gateway.counter_of(owner)
         if order.counter != counter:
             raise InvalidInput(f"order counter {order.counter} is not {owner}'s current counter {counter}", field="counter")
         if isinstance(order, Offer):
-            collateral_bps = self.gateway.read("ComputeMarket", "collateralBps")
+            collateral_bps, free = funds
             smallest_deal = order.pricePerGpuHour * order.minHours
             needed = -(-smallest_deal * collateral_bps // BPS)
-            free = self.gateway.free_stake(owner, order.token)
             if free < needed:
                 raise InsufficientFunds(
                     f"provider {owner} has {free} free collateral in {order.token}; the smallest deal of this offer "
@@ -409,12 +415,13 @@ class OrderBookService:
             if order.settlementRule > max(SettlementRule):
                 raise InvalidInput(f"settlementRule must be 0, 1 or 2, got {order.settlementRule}", field="settlementRule")
             needed = order.maxPricePerGpuHour * order.gpuCount * order.minHours
-            balance = self.gateway.vault_balance(owner, order.token)
+            (balance,) = funds
             if balance < needed:
                 raise InsufficientFunds(
                     f"trainer {owner} has {balance} in the market vault; the smallest fill at the max price escrows "
                     f"{needed}: deposit more first", field="trainer"
                 )
+        return now
 
     @staticmethod
     def _check_job_spec(order: Request, job_spec: dict[str, Any] | None) -> None:

@@ -183,7 +183,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     L.append("")
     if inproc:
         methods = ", ".join(f"{k} {v:.2f}" for k, v in inproc["rpc_by_method"].items())
-        L.append(f"JSON-RPC calls to the node per order inside `submit`: {inproc['rpc_calls_per_order']:.2f} ({methods}).")
+        L.append(f"JSON-RPC calls to the node per order inside `submit`: {inproc['rpc_calls_per_order']:.2f} ({methods}), "
+                 f"in {inproc.get('round_trips_per_order', inproc['rpc_calls_per_order']):.2f} round trips.")
         L.append("")
     L.append("### What limits intake (profile)")
     L.append("")
@@ -266,33 +267,26 @@ def analysis(r: dict[str, Any]) -> dict[str, str]:
     trivial = [t for t in intake["trivial"] if t.get("workers") == 1]
     trivial_cpu = min((t["cpu_ms_per_order"]["service"] for t in trivial), default=float("nan"))
     client_cpu = max((t["cpu_ms_per_order"]["load generator"] for t in trivial), default=float("nan"))
+    methods = ", ".join(f"{k} {v:.2f}" for k, v in by_method.items())
     intake_text = (
-        f"**What limits intake:** the chain checks, not the signature. Each order makes "
-        f"{inproc.get('rpc_calls_per_order', float('nan')):.1f} synchronous JSON-RPC round trips to the node: "
-        f"{by_method.get('eth_call', 0):.1f} `eth_call` (`isSettlementToken`, `counterOf`, then `collateralBps` + "
-        f"`freeStake` for an offer or `balanceOf` for a request), {by_method.get('eth_getBlockByNumber', 0):.0f} "
-        f"`eth_getBlockByNumber` (chain time) and {by_method.get('eth_chainId', 0):.1f} `eth_chainId` -- web3.py's default "
-        f"`validation` middleware asks the node for the chain id twice per contract call (checked with web3 7.16: "
-        f"without that middleware a read is one `eth_call`; `cache_allowed_requests=True` does not help). Each goes through web3.py's call machinery (ABI encoding, request "
-        f"formatting and validation, `requests` re-reading the proxy environment on every call): {rpc:.0f} % of the "
-        f"GIL samples, against {crypto:.1f} % for EIP-712 encode + recover, {sql:.0f} % for SQLite and {http:.0f} % "
-        f"for HTTP/FastAPI. The whole `submit` costs {inproc.get('cpu_ms_per_order', float('nan')):.1f} ms CPU "
-        f"in-process (EIP-712 encode + recover alone {coin['encode_recover_cpu_us'] / 1000 if coin else float('nan'):.2f} "
-        f"ms) and runs under one GIL, so one worker cannot exceed ~{1000 / inproc['cpu_ms_per_order'] if inproc else 0:,.0f} "
+        f"**What limits intake:** one worker process and its chain checks, not the signature. Each order makes "
+        f"{inproc.get('round_trips_per_order', inproc.get('rpc_calls_per_order', float('nan'))):.1f} round trip(s) "
+        f"to the node carrying {inproc.get('rpc_calls_per_order', float('nan')):.1f} JSON-RPC calls ({methods}): "
+        f"chain time, `isSettlementToken`, `counterOf`, then `collateralBps` + `freeStake` for an offer or "
+        f"`balanceOf` for a request, sent as one JSON-RPC batch. Chain reads are {rpc:.0f} % of the GIL samples, "
+        f"against {crypto:.1f} % for EIP-712 encode + recover, {sql:.0f} % for SQLite and {http:.0f} % for "
+        f"HTTP/FastAPI. The whole `submit` costs {inproc.get('cpu_ms_per_order', float('nan')):.1f} ms CPU in-process "
+        f"(EIP-712 encode + recover alone {coin['encode_recover_cpu_us'] / 1000 if coin else float('nan'):.2f} ms) "
+        f"and runs under one GIL, so one worker cannot exceed ~{1000 / inproc['cpu_ms_per_order'] if inproc else 0:,.0f} "
         f"orders/s at this CPU speed; measured over HTTP: {best['rate']:,.0f}/s with "
-        f"{best['cpu_ms_per_order']['service']:.0f} ms server CPU per order (thread-pool handlers contending for the GIL). "
-        f"The server held the GIL only {profile.get('gil_busy', 0) * 100:.0f} % of the time: the rest it waited for the "
-        f"node's answers and for a CPU (load average above 2 on 2 cores throughout; CPU times are inflated too: "
-        f"encode + recover took {coin['encode_recover_cpu_us'] if coin else float('nan'):,.0f} µs CPU here vs the "
-        f"issue's ~350 µs). p99 is queueing: with c requests in flight latency ≈ c / throughput. "
-        f"The trivial endpoint needs {trivial_cpu:.1f} ms server CPU per request, so HTTP + FastAPI alone would allow "
-        f"~{1000 / trivial_cpu:,.0f} requests/s per core here; its measured rate is bound by the load generator on the same cores "
-        f"({client_cpu:.1f} ms client CPU per request), which is also why 2 workers do not help it. "
-        f"Reaching 5,000 orders/s needs about 0.2 ms of one core per order: drop the 7 `eth_chainId` "
-        f"round trips (the chain id is already cached by the gateway), cache `isSettlementToken` and `collateralBps`, take chain time from the block the "
-        f"indexer already polls, read balances/counters in one batched `eth_call` (multicall) per group of orders or "
-        f"from the indexer's view, keep recover in coincurve (the default), and run several processes behind a shared "
-        f"book -- which the single-process design (in-memory book, one sender, one indexer) does not allow today."
+        f"{best['cpu_ms_per_order']['service']:.0f} ms server CPU per order. p99 is queueing: with c requests in "
+        f"flight latency ≈ c / throughput. The trivial endpoint needs {trivial_cpu:.1f} ms server CPU per request, "
+        f"so HTTP + FastAPI alone would allow ~{1000 / trivial_cpu:,.0f} requests/s per core here; its measured rate "
+        f"is bound by the load generator on the same cores ({client_cpu:.1f} ms client CPU per request). "
+        f"Reaching 5,000 orders/s needs about 0.2 ms of one core per order, all in: intake state (counters, "
+        f"balances, free stake, token list) kept from the indexer's events instead of read per order, and several "
+        f"intake processes in front of one book -- which the single-process design (in-memory book, one sender, "
+        f"one indexer) does not allow today."
     )
     batched = next(v for v in variants if v["batch_size"] > 1)
     single = next(v for v in variants if v["batch_size"] == 1)

@@ -283,26 +283,37 @@ def offer_hash_of(submitted) -> str:
     return parse_typed(Offer, submitted.order.order).struct_hash().hex()
 
 
-def test_submit_offer__chain_round_trips__reads_the_chain_but_never_asks_its_id_again(env, request):
-    """The chain id is read once per gateway; web3's validation middleware used to ask for it
-    around every call (7 of an order's 11.5 round trips)."""
+def test_submit_offer__chain_round_trips__one_batch_and_never_the_chain_id(env, request):
+    """An order's chain checks (time, token, counter, collateral) travel in one JSON-RPC batch, and
+    the chain id is read once per gateway (web3's validation middleware used to ask for it around
+    every call: 7 of an order's 11.5 round trips)."""
     market, service, client = env
-    methods: list[str] = []
+    assert service.gateway.chain_id == market.w3.eth.chain_id  # read once, as any first order does
+    single: list[str] = []
+    batches: list[list[str]] = []
 
     class Counting(Web3Middleware):
         def wrap_make_request(self, make_request):
             def counted(method, params):
-                methods.append(method)
+                single.append(method)
                 return make_request(method, params)
             return counted
 
-    assert service.gateway.chain_id == market.w3.eth.chain_id  # read once, as any first order does
+    provider = service.gateway.w3.provider
+    make_batch_request = provider.make_batch_request
+
+    def counted_batch(requests):
+        batches.append([method for method, _ in requests])
+        return make_batch_request(requests)
+
     service.gateway.w3.middleware_onion.add(Counting, name="counting")
     request.addfinalizer(lambda: service.gateway.w3.middleware_onion.remove("counting"))
+    provider.make_batch_request = counted_batch
+    request.addfinalizer(lambda: setattr(provider, "make_batch_request", make_batch_request))
     offer = market.offer(gpuModel=2, vramGb=24)
     response = submit(client, "/offers", json_message(offer), market.sign(offer, PROVIDER))
     assert response.status_code == 201, response.text
-    assert "eth_call" in methods and "eth_chainId" not in methods, methods
+    assert batches == [["eth_getBlockByNumber"] + ["eth_call"] * 4] and single == []
 
 
 def test_submit__more_concurrent_writers_than_threads_and_pooled_connections__all_answered(env):

@@ -33,12 +33,13 @@ def test_submit__later_order_moves_the_clock_while_waiting__both_accepted(anvil,
     checks = book._check_against_chain
     interleaved = []
 
-    def check_then_let_another_order_in(order, owner, now):
-        checks(order, owner, now)
+    def check_then_let_another_order_in(order, owner):
+        now = checks(order, owner)
         if not interleaved:  # the first order has read its `now`; a block later, another order lands
             interleaved.append(True)
             market.warp(60)
             book.submit(OrderSide.REQUEST, json_message(second), market.sign(second, TRAINER))
+        return now
 
     book._check_against_chain = check_then_let_another_order_in
     submitted = book.submit(OrderSide.OFFER, json_message(first), market.sign(first, PROVIDER))
