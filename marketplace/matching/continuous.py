@@ -26,10 +26,11 @@ from heapq import heapify, heappop, heappush, heapreplace
 from operator import itemgetter
 
 from .book import OrderBook, RestingOrder
-from .deals import Deal
+from .deals import Deal, new_deal
 from .orders import SECONDS_PER_HOUR, Offer, Order, Request, Side
 
 _top = itemgetter(0)  # a bucket heap's best entry
+_OFFER, _REQUEST = Side.OFFER, Side.REQUEST  # an Enum member lookup costs more than a global
 
 
 class ContinuousMatcher:
@@ -47,7 +48,7 @@ class ContinuousMatcher:
         book = self.book
         incoming = book.accept(order, now)
         sig = book.signature(order)  # once: both the lookup and the resting use it
-        if order.side is Side.REQUEST:
+        if order.side is _REQUEST:
             deals = self._match_request(order, incoming, now, sig)  # type: ignore[arg-type]
         else:
             deals = self._match_offer(order, incoming, now, sig)  # type: ignore[arg-type]
@@ -64,24 +65,25 @@ class ContinuousMatcher:
         """Drop expired orders (see ``OrderBook.expire``); returns their ids."""
         return self.book.expire(now, max_entries=max_entries)
 
+    # The two walks below are ``OrderBook.counter_candidates`` inlined: they visit the same
+    # entries in the same order (best price, then earliest arrival) and drop the same stale or
+    # expired entries, without a generator. The bucket tops are compared in C (map/filter/min).
+    # Most orders stop at the first candidate; that one is only read, not popped and pushed back
+    # (its key does not change), and the merge heap over all tops is only built for a second one.
+
     def _match_request(self, request: Request, incoming: RestingOrder, now: int, sig: object) -> list[Deal]:
-        # The candidate walk of ``OrderBook.counter_candidates``, inlined: same entries visited in
-        # the same order, same heap operations (so the same lazy drops), without a generator.
-        # Tops of the compatible offer buckets are gathered and compared in C (map/filter/min);
-        # most requests take the best one and stop, so the merge heap is only built if they go on.
         book = self.book
-        by_model = book._offer_groups_for.get(sig)  # type: ignore[call-overload]
-        if by_model is None:
-            by_model = book._cache_offer_groups_for(sig)  # type: ignore[arg-type]
+        groups = book._offer_groups_for.get(sig)  # type: ignore[call-overload]
+        if groups is None:
+            groups = book._cache_offer_groups_for(sig)  # type: ignore[arg-type]
         limit = request.max_price_per_gpu_hour
-        tops: list[tuple[int, int, RestingOrder]] = []
-        for floor, heaps in by_model.values():
+        best = None
+        for floor, heaps in groups.values():
             if floor[0] <= limit:
-                tops += map(_top, filter(None, heaps))
-        if not tops:
-            return []
-        best = min(tops)
-        if best[0] > limit:
+                top = min(map(_top, filter(None, heaps)), default=None)
+                if top is not None and (best is None or top < best):
+                    best = top
+        if best is None or best[0] > limit:
             return []
         deals: list[Deal] = []
         left = incoming.remaining
@@ -89,28 +91,34 @@ class ContinuousMatcher:
         request_min = request.min_hours
         request_id = request.order_id
         taken: list[tuple[list, tuple[int, int, RestingOrder]]] = []
-        merging = False
+        tops: list[tuple[int, int, RestingOrder]] | None = None
         try:
             while True:
                 resting = best[2]
-                heap = resting.bucket.heap  # type: ignore[union-attr]
+                heap = resting.bucket.heap  # type: ignore[union-attr]  # best is its top
                 if resting.active and resting.deadline >= now:
-                    heappop(heap)  # best is its heap's top
-                    taken.append((heap, best))
                     offer: Offer = resting.order  # type: ignore[assignment]
-                    lo = offer.min_hours if offer.min_hours > request_min else request_min
-                    hi = min(
-                        offer.max_hours,
-                        left,
-                        resting.remaining // gpus,
-                        (offer.available_until - now) // SECONDS_PER_HOUR,
-                    )
+                    lo = offer.min_hours
+                    if lo < request_min:
+                        lo = request_min
+                    hi = resting.remaining // gpus
+                    if offer.max_hours < hi:
+                        hi = offer.max_hours
+                    if left < hi:
+                        hi = left
+                    until_end = (offer.available_until - now) // SECONDS_PER_HOUR
+                    if until_end < hi:
+                        hi = until_end
                     if hi >= lo:  # else this pair cannot fit a deal; lower-priority offers still may
-                        deals.append(Deal(offer.order_id, request_id, gpus, hi, offer.price_per_gpu_hour, Side.REQUEST))
+                        deals.append(new_deal(offer.order_id, request_id, gpus, hi, offer.price_per_gpu_hour, _REQUEST))
                         book.consume(resting, gpus * hi)
                         left -= hi
                         if left < request_min:
+                            if not resting.active:
+                                heappop(heap)
                             break
+                    heappop(heap)
+                    taken.append((heap, best))
                     if heap:
                         top = heap[0]
                         if not (top[2].active and top[2].deadline >= now):
@@ -119,10 +127,15 @@ class ContinuousMatcher:
                         top = None
                 else:
                     top = book._live_top(heap, now)
-                if not merging:
-                    heapify(tops)  # best is tops[0]
-                    merging = True
-                if top is not None and top[0] <= limit:
+                if tops is None:  # second candidate: merge heap over the current tops
+                    tops = []
+                    for floor, heaps in groups.values():
+                        if floor[0] <= limit:
+                            tops += map(_top, filter(None, heaps))
+                    if not tops:
+                        break
+                    heapify(tops)
+                elif top is not None and top[0] <= limit:
                     heapreplace(tops, top)
                 elif len(tops) > 1:
                     heappop(tops)
@@ -144,13 +157,12 @@ class ContinuousMatcher:
         groups = book._request_groups_for.get(sig) or book._cache_request_groups_for(sig)  # type: ignore[call-overload,arg-type]
         price = offer.price_per_gpu_hour
         limit = -price  # bid >= ask
-        tops: list[tuple[int, int, RestingOrder]] = []
+        best = None
         for _floor, heaps in groups:
-            tops += map(_top, filter(None, heaps))
-        if not tops:
-            return []
-        best = min(tops)
-        if best[0] > limit:
+            top = min(map(_top, filter(None, heaps)), default=None)
+            if top is not None and (best is None or top < best):
+                best = top
+        if best is None or best[0] > limit:
             return []
         deals: list[Deal] = []
         capacity = incoming.remaining
@@ -159,24 +171,34 @@ class ContinuousMatcher:
         hours_until_end = (offer.available_until - now) // SECONDS_PER_HOUR
         offer_id = offer.order_id
         taken: list[tuple[list, tuple[int, int, RestingOrder]]] = []
-        merging = False
+        tops: list[tuple[int, int, RestingOrder]] | None = None
         try:
             while True:
                 resting = best[2]
                 heap = resting.bucket.heap  # type: ignore[union-attr]
                 if resting.active and resting.deadline >= now:
-                    heappop(heap)
-                    taken.append((heap, best))
                     request: Request = resting.order  # type: ignore[assignment]
                     gpus = request.gpu_count
-                    lo = offer_min if offer_min > request.min_hours else request.min_hours
-                    hi = min(offer_max, resting.remaining, capacity // gpus, hours_until_end)
+                    lo = request.min_hours
+                    if lo < offer_min:
+                        lo = offer_min
+                    hi = capacity // gpus
+                    if offer_max < hi:
+                        hi = offer_max
+                    if resting.remaining < hi:
+                        hi = resting.remaining
+                    if hours_until_end < hi:
+                        hi = hours_until_end
                     if hi >= lo:
-                        deals.append(Deal(offer_id, request.order_id, gpus, hi, price, Side.OFFER))
+                        deals.append(new_deal(offer_id, request.order_id, gpus, hi, price, _OFFER))
                         book.consume(resting, hi)
                         capacity -= gpus * hi
                         if capacity < offer_min:
+                            if not resting.active:
+                                heappop(heap)
                             break
+                    heappop(heap)
+                    taken.append((heap, best))
                     if heap:
                         top = heap[0]
                         if not (top[2].active and top[2].deadline >= now):
@@ -185,10 +207,14 @@ class ContinuousMatcher:
                         top = None
                 else:
                     top = book._live_top(heap, now)
-                if not merging:
+                if tops is None:
+                    tops = []
+                    for _floor, heaps in groups:
+                        tops += map(_top, filter(None, heaps))
+                    if not tops:
+                        break
                     heapify(tops)
-                    merging = True
-                if top is not None and top[0] <= limit:
+                elif top is not None and top[0] <= limit:
                     heapreplace(tops, top)
                 elif len(tops) > 1:
                     heappop(tops)

@@ -1,0 +1,96 @@
+"""The continuous matcher's hot path on generated markets: many buckets, wide requests,
+stale and expired bucket tops, cancels and bounded sweeps -- still the brute-force result."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from marketplace.matching.book import OrderBook
+from marketplace.matching.continuous import ContinuousMatcher
+from marketplace.matching.deals import Deal, new_deal
+from marketplace.matching.errors import MatchingError
+from marketplace.matching.generator import MarketGenerator
+from marketplace.matching.orders import Offer, Side
+from marketplace.matching.reference import NaiveMatcher
+
+START = 1_800_000_000
+
+
+def check_book_invariants(book: OrderBook) -> None:
+    """What the matcher's walk must leave behind: valid heaps, exact stale counts, each resting
+    order in its bucket heap exactly once, ask floors below every ask of their market."""
+    in_heaps: collections.Counter[int] = collections.Counter()
+    for bucket in book._buckets:
+        heap = bucket.heap
+        assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
+        assert bucket.stale == sum(not entry[2].active for entry in heap)
+        for key, seq, resting in heap:
+            assert resting.bucket is bucket and seq == resting.seq
+            if resting.active:
+                in_heaps[id(resting)] += 1
+                assert book._orders[resting.order.order_id] is resting
+            if isinstance(resting.order, Offer):
+                assert key == resting.order.price_per_gpu_hour >= bucket.floor[0]
+            else:
+                assert key == -resting.order.max_price_per_gpu_hour
+    assert all(r.active and in_heaps[id(r)] == 1 for r in book._orders.values())
+    assert len(in_heaps) == len(book._orders)
+    assert book.offer_count == sum(isinstance(r.order, Offer) for r in book._orders.values())
+
+
+def test_new_deal__same_as_constructor() -> None:
+    fast = new_deal("o", "r", 4, 7, 1_000, Side.REQUEST)
+    slow = Deal("o", "r", 4, 7, 1_000, Side.REQUEST)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert fast.as_tuple() == slow.as_tuple()
+
+
+@pytest.mark.parametrize(
+    "seed, providers, trainers, per_second, target, cancel_every, expire_every",
+    [
+        (1, 40, 60, 2, 150, 0, 7),  # small market, time moves fast: many expired tops
+        (2, 300, 500, 20, 400, 3, 0),  # many buckets, cancels leave stale tops
+        (3, 120, 200, 5, 250, 2, 11),
+    ],
+)
+def test_generated_flow__same_deals_as_brute_force(
+    seed: int, providers: int, trainers: int, per_second: int, target: int, cancel_every: int, expire_every: int
+) -> None:
+    gen = MarketGenerator(seed, providers=providers, trainers=trainers)
+    fast, naive = ContinuousMatcher(), NaiveMatcher()
+    arrivals: collections.deque[str] = collections.deque()
+    traded = 0
+    for i, (now, order) in enumerate(gen.flow(1_500, start=START, orders_per_second=per_second)):
+        try:
+            got = fast.submit(order, now)
+        except MatchingError as exc:
+            got = type(exc)  # type: ignore[assignment]
+        try:
+            want = naive.submit(order, now)
+        except MatchingError as exc:
+            want = type(exc)  # type: ignore[assignment]
+        assert got == want, i
+        traded += isinstance(got, list) and len(got)
+        arrivals.append(order.order_id)
+        while len(fast.book) > target and arrivals:  # hold the book near its target, oldest first
+            victim = arrivals.popleft()
+            if victim in fast.book:
+                fast.cancel(victim)
+                naive.cancel(victim)
+        if cancel_every and i % cancel_every == 0 and arrivals:
+            victim = arrivals.pop()  # the newest: often still at a bucket top
+            if victim in fast.book:
+                fast.cancel(victim)
+                naive.cancel(victim)
+        if expire_every and i % expire_every == 0:
+            fast.expire(now, max_entries=50)
+        if i % 50 == 0:
+            check_book_invariants(fast.book)
+    assert traded > 100
+    check_book_invariants(fast.book)
+    last = now
+    assert sorted((o.order_id, r) for o, _, r in fast.book.snapshot() if o.deadline >= last) == sorted(
+        (e.order.order_id, e.remaining) for e in naive._resting if e.order.deadline >= last
+    )
