@@ -91,20 +91,27 @@ class _Bucket:
     The heap list object is never replaced (compaction works in place), so the
     signature caches can hold the bare lists: one attribute lookup less per
     bucket visit on the hottest loop. ``floor`` (offer buckets) is the shared
-    ask floor of the bucket's (token, GPU model) market.
+    ask floor of the bucket's (token, GPU model) market. ``ceilings`` (request
+    buckets) are the bid ceilings of the offer signatures whose candidate list
+    holds this bucket: a push of a better bid must raise them.
     """
 
-    __slots__ = ("heap", "stale", "floor")
+    __slots__ = ("heap", "stale", "floor", "ceilings")
 
     def __init__(self, floor: list[float]) -> None:
         self.heap: _Heap = []
         self.stale = 0
         self.floor = floor
+        self.ceilings: list[list[float]] = []
 
 
 # A group of bucket heaps with a lower bound on every price key inside them: a walk skips the
 # whole group when even that bound does not cross. Offer buckets are grouped per GPU model, so a
 # wide "any model" request does not visit the buckets of models priced far above its bid.
+# Request buckets form one group per offer signature whose bound is a *bid ceiling* in key terms
+# (key = -bid): it is lowered to a bid whenever one rests in a bucket of the group and set to the
+# exact best key when an offer scans the group and finds no crossing bid. Most offers do not
+# cross, and the next offer of that signature then skips the scan unless a better bid arrived.
 _Group: TypeAlias = "tuple[list[float], list[_Heap]]"
 _NO_FLOOR: list[float] = [-math.inf]
 
@@ -319,6 +326,9 @@ class OrderBook:
             if bucket is None:
                 bucket = self._new_request_bucket(sig)
             key = -order.max_price_per_gpu_hour  # type: ignore[union-attr]  # min-heap: highest bid first
+            for ceiling in bucket.ceilings:
+                if key < ceiling[0]:
+                    ceiling[0] = key
         resting.bucket = bucket
         heapq.heappush(bucket.heap, (key, resting.seq, resting))
         self._orders[order.order_id] = resting
@@ -497,7 +507,9 @@ class OrderBook:
         for m in models:
             for offer_sig in self._cached_offer_sigs_by_market.get((token, m), ()):
                 if signatures_compatible(offer_sig, sig):
-                    self._request_groups_for[offer_sig][0][1].append(bucket.heap)
+                    ceiling, heaps = self._request_groups_for[offer_sig][0]
+                    heaps.append(bucket.heap)
+                    bucket.ceilings.append(ceiling)  # the bucket is empty: the ceiling stays valid
         return bucket
 
     def _cache_offer_groups_for(self, sig: RequestSignature) -> dict[int, _Group]:
@@ -513,13 +525,17 @@ class OrderBook:
 
     def _cache_request_groups_for(self, sig: OfferSignature) -> tuple[_Group]:
         token, model = sig[0], sig[1]
-        heaps = [
-            b.heap
+        buckets = [
+            b
             for key in ((token, model), (token, ANY_GPU_MODEL))
             for rsig, b in self._request_buckets_by_market.get(key, ())
             if signatures_compatible(sig, rsig)
         ]
-        groups = ((_NO_FLOOR, heaps),)
+        heaps = [b.heap for b in buckets]
+        ceiling = [min([h[0][0] for h in heaps if h], default=math.inf)]  # exact: lowest key now
+        for b in buckets:
+            b.ceilings.append(ceiling)
+        groups = ((ceiling, heaps),)
         self._request_groups_for[sig] = groups
         self._cached_offer_sigs_by_market.setdefault((token, model), []).append(sig)
         return groups

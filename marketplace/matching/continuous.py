@@ -22,6 +22,7 @@ by linear scan, and the property tests hold the two equal):
 
 from __future__ import annotations
 
+import math
 from heapq import heapify, heappop, heappush, heapreplace
 from operator import itemgetter
 
@@ -157,12 +158,15 @@ class ContinuousMatcher:
         groups = book._request_groups_for.get(sig) or book._cache_request_groups_for(sig)  # type: ignore[call-overload,arg-type]
         price = offer.price_per_gpu_hour
         limit = -price  # bid >= ask
-        best = None
-        for _floor, heaps in groups:
-            top = min(map(_top, filter(None, heaps)), default=None)
-            if top is not None and (best is None or top < best):
-                best = top
-        if best is None or best[0] > limit:
+        ((ceiling, heaps),) = groups
+        if ceiling[0] > limit:  # no resting bid this high (see ``book._Group``): nothing to scan
+            return []
+        best = min(map(_top, filter(None, heaps)), default=None)
+        if best is None:
+            ceiling[0] = math.inf
+            return []
+        if best[0] > limit:
+            ceiling[0] = best[0]  # the exact best key over the group right now
             return []
         deals: list[Deal] = []
         capacity = incoming.remaining
@@ -208,9 +212,7 @@ class ContinuousMatcher:
                 else:
                     top = book._live_top(heap, now)
                 if tops is None:
-                    tops = []
-                    for _floor, heaps in groups:
-                        tops += map(_top, filter(None, heaps))
+                    tops = list(map(_top, filter(None, heaps)))
                     if not tops:
                         break
                     heapify(tops)

@@ -35,6 +35,11 @@ def check_book_invariants(book: OrderBook) -> None:
                 assert key == resting.order.price_per_gpu_hour >= bucket.floor[0]
             else:
                 assert key == -resting.order.max_price_per_gpu_hour
+    for ((ceiling, heaps),) in book._request_groups_for.values():  # bid ceilings: a bound, kept up
+        assert all(ceiling[0] <= entry[0] for heap in heaps for entry in heap)
+        for heap in heaps:
+            (bucket,) = [b for b in book._request_buckets.values() if b.heap is heap]
+            assert any(c is ceiling for c in bucket.ceilings)
     assert all(r.active and in_heaps[id(r)] == 1 for r in book._orders.values())
     assert len(in_heaps) == len(book._orders)
     assert book.offer_count == sum(isinstance(r.order, Offer) for r in book._orders.values())
