@@ -52,13 +52,14 @@ import heapq
 import math
 from typing import Iterable, Iterator, TypeAlias
 
-from .catalog import ANY_GPU_MODEL, GPU_MODELS
+from .catalog import ANY_GPU_MODEL, GPU_MODELS, KNOWN_REGIONS_MASK
 from .errors import ClockWentBackwards, DuplicateOrder, InvalidQuantity, OrderExpired, UnknownOrder
 from .orders import Offer, Order, Request, Side
 
 OfferSignature: TypeAlias = tuple[str, int, int, bool, int, int]
 RequestSignature: TypeAlias = tuple[str, int, int, bool, int, int]
 
+_OFFER = Side.OFFER  # an Enum member lookup costs more than a global
 _COMPACT_MIN_STALE = 64  # don't rebuild tiny heaps; amortisation needs some slack
 
 
@@ -124,7 +125,7 @@ def request_signature(request: Request) -> RequestSignature:
     return (
         request.token,
         request.gpu_model,
-        request.effective_region_mask,
+        request.region_mask & KNOWN_REGIONS_MASK,  # = effective_region_mask, without the property call
         request.green_only,
         request.gpu_count,
         request.min_vram_gb,
@@ -277,7 +278,8 @@ class OrderBook:
         Raises before any state changes; the returned order is not resting yet
         (``rest`` it, or ``retire`` it if it was fully filled).
         """
-        if not isinstance(order, (Offer, Request)):
+        cls = type(order)
+        if cls is not Offer and cls is not Request and not isinstance(order, (Offer, Request)):
             raise TypeError(f"expected Offer or Request, got {type(order).__name__}")
         if type(now) is not int:
             raise TypeError("now must be an int (unix seconds)")
@@ -291,7 +293,7 @@ class OrderBook:
         deadline = order.deadline
         if deadline < now:
             raise OrderExpired("deadline", deadline, f"order can no longer trade at now={now}")
-        full = order.capacity_gpu_hours if order.side is Side.OFFER else order.hours  # type: ignore[union-attr]
+        full = order.capacity_gpu_hours if order.side is _OFFER else order.hours  # type: ignore[union-attr]
         if remaining is None:
             remaining = full
         elif type(remaining) is not int or not order.min_hours <= remaining <= full:
@@ -308,7 +310,7 @@ class OrderBook:
     def rest(self, resting: RestingOrder, sig: OfferSignature | RequestSignature | None = None) -> None:
         """Index an accepted order so that later orders can match it (``sig``: its signature, if known)."""
         order = resting.order
-        if order.side is Side.OFFER:
+        if order.side is _OFFER:
             if sig is None:
                 sig = offer_signature(order)  # type: ignore[arg-type]
             bucket = self._offer_buckets.get(sig)
@@ -334,12 +336,17 @@ class OrderBook:
         self._orders[order.order_id] = resting
 
     def signature(self, order: Order) -> OfferSignature | RequestSignature:
-        return offer_signature(order) if order.side is Side.OFFER else request_signature(order)  # type: ignore[arg-type]
+        return offer_signature(order) if order.side is _OFFER else request_signature(order)  # type: ignore[arg-type]
 
     def retire(self, resting: RestingOrder) -> None:
         """Forget an accepted order that will not rest (fully filled on arrival)."""
         resting.active = False
-        self._remember_retired(resting)
+        order_id = resting.order.order_id  # _remember_retired, inlined: every filled arrival comes here
+        self._retired[order_id] = resting.deadline
+        fifo = self._retired_fifo
+        fifo.append(order_id)
+        if len(fifo) > self._remember_retired_max:
+            self._retired.pop(fifo.popleft(), None)
 
     def consume(self, resting: RestingOrder, amount: int) -> None:
         """Fill ``amount`` of a resting order that a candidate walk has taken off its heap.
@@ -364,7 +371,7 @@ class OrderBook:
         groups: Iterable[_Group]
         if sig is None:
             sig = self.signature(order)
-        if order.side is Side.OFFER:
+        if order.side is _OFFER:
             groups = self._request_groups_for.get(sig) or self._cache_request_groups_for(sig)
             limit = -order.price_per_gpu_hour  # type: ignore[union-attr]  # bid >= ask
         else:
@@ -457,7 +464,7 @@ class OrderBook:
         more stale than live entries is compacted at once. Callers walking a heap pass
         ``in_bucket_heap=False`` (they have popped the entry), so a walk never sees a compaction."""
         resting.active = False
-        if resting.order.side is Side.OFFER:
+        if resting.order.side is _OFFER:
             self._offer_count -= 1
         if in_bucket_heap:
             bucket = resting.bucket

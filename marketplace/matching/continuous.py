@@ -26,7 +26,7 @@ import math
 from heapq import heapify, heappop, heappush, heapreplace
 from operator import itemgetter
 
-from .book import OrderBook, RestingOrder
+from .book import OrderBook, RestingOrder, offer_signature, request_signature
 from .deals import Deal, new_deal
 from .orders import SECONDS_PER_HOUR, Offer, Order, Request, Side
 
@@ -48,10 +48,12 @@ class ContinuousMatcher:
         """
         book = self.book
         incoming = book.accept(order, now)
-        sig = book.signature(order)  # once: both the lookup and the resting use it
+        # The signature once: both the lookup and the resting use it.
         if order.side is _REQUEST:
+            sig = request_signature(order)  # type: ignore[arg-type]
             deals = self._match_request(order, incoming, now, sig)  # type: ignore[arg-type]
         else:
+            sig = offer_signature(order)  # type: ignore[arg-type]
             deals = self._match_offer(order, incoming, now, sig)  # type: ignore[arg-type]
         if incoming.remaining >= order.min_hours:
             book.rest(incoming, sig)
