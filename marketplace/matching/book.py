@@ -50,6 +50,8 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+
+import numpy as np
 from typing import Iterable, Iterator, TypeAlias
 
 from .catalog import ANY_GPU_MODEL, GPU_MODELS, KNOWN_REGIONS_MASK
@@ -60,6 +62,27 @@ OfferSignature: TypeAlias = tuple[str, int, int, bool, int, int]
 RequestSignature: TypeAlias = tuple[str, int, int, bool, int, int]
 
 _OFFER = Side.OFFER  # an Enum member lookup costs more than a global
+
+# Offer bucket tops mirrored in one int64 array (``OrderBook._ask_lb``), so that a request finds
+# its best bucket with a numpy gather + argmin over its candidate buckets instead of chasing each
+# heap's list -> tuple -> int in Python objects scattered over the heap (cache misses dominate that
+# scan on big books). An entry ``(price, seq)`` is packed order-preservingly into one int: price in
+# the high bits, seq in the low 32, each clipped. The array holds a *lower bound* of each bucket's
+# packed top: written exactly when a rest puts a new entry on top, left as is when entries leave
+# (tops only rise then), corrected when a search meets a stale value. Clipped values (prices from
+# 2**30 base units, seq from 2**32 - 1) may tie; a search that lands on one falls back to comparing
+# the heap tops exactly.
+_SEQ_BITS = 32
+_SEQ_MAX = (1 << _SEQ_BITS) - 1
+_PRICE_MAX = 1 << 30
+_PACKED_CLIPPED = _PRICE_MAX << _SEQ_BITS
+_PACKED_EMPTY = (1 << 63) - 1  # an empty bucket; above every packed key
+
+
+def packed_key(price: int, seq: int) -> int:
+    """Monotone (not strictly, once clipped) map of ``(price, seq)`` into int64."""
+    return ((price if price < _PRICE_MAX else _PRICE_MAX) << _SEQ_BITS) | (seq if seq < _SEQ_MAX else _SEQ_MAX)
+
 _COMPACT_MIN_STALE = 64  # don't rebuild tiny heaps; amortisation needs some slack
 
 
@@ -97,13 +120,14 @@ class _Bucket:
     holds this bucket: a push of a better bid must raise them.
     """
 
-    __slots__ = ("heap", "stale", "floor", "ceilings")
+    __slots__ = ("heap", "stale", "floor", "ceilings", "idx")
 
     def __init__(self, floor: list[float]) -> None:
         self.heap: _Heap = []
         self.stale = 0
         self.floor = floor
         self.ceilings: list[list[float]] = []
+        self.idx = -1  # offer buckets: slot in OrderBook._ask_lb
 
 
 # A group of bucket heaps with a lower bound on every price key inside them: a walk skips the
@@ -163,6 +187,10 @@ class OrderBook:
         self._request_buckets: dict[RequestSignature, _Bucket] = {}
         # signature -> heaps of the counter-order buckets it is statically compatible with
         self._offer_groups_for: dict[RequestSignature, dict[int, _Group]] = {}  # by GPU model
+        # The same buckets as [_ask_lb slots (ndarray), heaps (list)], for the matcher's search.
+        self._offer_cands_for: dict[RequestSignature, list] = {}  # type: ignore[type-arg]
+        self._ask_lb = np.full(256, _PACKED_EMPTY, dtype=np.int64)  # lower bound of each offer bucket's packed top
+        self._offer_bucket_count = 0
         self._request_groups_for: dict[OfferSignature, tuple[_Group]] = {}
         # (token, gpu_model) -> [lower bound on every resting ask of that market]
         self._ask_floor: dict[tuple[str, int], list[float]] = {}
@@ -320,7 +348,11 @@ class OrderBook:
             if price < bucket.floor[0]:
                 bucket.floor[0] = price
             self._offer_count += 1
-            key = price
+            heap = bucket.heap
+            entry = (price, resting.seq, resting)
+            heapq.heappush(heap, entry)
+            if heap[0] is entry:  # a new top: the array's bound must come down to it
+                self._ask_lb[bucket.idx] = packed_key(price, resting.seq)
         else:
             if sig is None:
                 sig = request_signature(order)  # type: ignore[arg-type]
@@ -331,8 +363,8 @@ class OrderBook:
             for ceiling in bucket.ceilings:
                 if key < ceiling[0]:
                     ceiling[0] = key
+            heapq.heappush(bucket.heap, (key, resting.seq, resting))
         resting.bucket = bucket
-        heapq.heappush(bucket.heap, (key, resting.seq, resting))
         self._orders[order.order_id] = resting
 
     def signature(self, order: Order) -> OfferSignature | RequestSignature:
@@ -494,6 +526,10 @@ class OrderBook:
         token, model = sig[0], sig[1]
         floor = self._ask_floor.setdefault((token, model), [math.inf])
         bucket = _Bucket(floor)
+        bucket.idx = i = self._offer_bucket_count
+        self._offer_bucket_count = i + 1
+        if i == len(self._ask_lb):
+            self._ask_lb = np.concatenate([self._ask_lb, np.full(i, _PACKED_EMPTY, dtype=np.int64)])
         self._offer_buckets[sig] = bucket
         self._buckets.append(bucket)
         self._offer_buckets_by_market.setdefault((token, model), []).append((sig, bucket))
@@ -502,6 +538,9 @@ class OrderBook:
                 if signatures_compatible(sig, request_sig):
                     by_model = self._offer_groups_for[request_sig]
                     by_model.setdefault(model, (floor, []))[1].append(bucket.heap)
+                    cands = self._offer_cands_for[request_sig]
+                    cands[0] = np.append(cands[0], i)
+                    cands[1].append(bucket.heap)
         return bucket
 
     def _new_request_bucket(self, sig: RequestSignature) -> _Bucket:
@@ -522,11 +561,16 @@ class OrderBook:
     def _cache_offer_groups_for(self, sig: RequestSignature) -> dict[int, _Group]:
         token, model = sig[0], sig[1]
         by_model: dict[int, _Group] = {}
+        slots: list[int] = []
+        heaps: list[_Heap] = []
         for m in GPU_MODELS if model == ANY_GPU_MODEL else (model,):
             for osig, b in self._offer_buckets_by_market.get((token, m), ()):
                 if signatures_compatible(osig, sig):
                     by_model.setdefault(m, (b.floor, []))[1].append(b.heap)
+                    slots.append(b.idx)
+                    heaps.append(b.heap)
         self._offer_groups_for[sig] = by_model
+        self._offer_cands_for[sig] = [np.array(slots, dtype=np.intp), heaps]
         self._cached_request_sigs_by_market.setdefault((token, model), []).append(sig)
         return by_model
 

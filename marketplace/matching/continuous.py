@@ -26,7 +26,19 @@ import math
 from heapq import heapify, heappop, heappush, heapreplace
 from operator import itemgetter
 
-from .book import OrderBook, RestingOrder, offer_signature, request_signature
+import numpy as np
+
+from .book import (
+    _PACKED_CLIPPED,
+    _PACKED_EMPTY,
+    _PRICE_MAX,
+    _SEQ_BITS,
+    _SEQ_MAX,
+    OrderBook,
+    RestingOrder,
+    offer_signature,
+    request_signature,
+)
 from .deals import Deal, new_deal
 from .orders import SECONDS_PER_HOUR, Offer, Order, Request, Side
 
@@ -76,17 +88,37 @@ class ContinuousMatcher:
 
     def _match_request(self, request: Request, incoming: RestingOrder, now: int, sig: object) -> list[Deal]:
         book = self.book
-        groups = book._offer_groups_for.get(sig)  # type: ignore[call-overload]
-        if groups is None:
-            groups = book._cache_offer_groups_for(sig)  # type: ignore[arg-type]
+        cands = book._offer_cands_for.get(sig)  # type: ignore[call-overload]
+        if cands is None:
+            book._cache_offer_groups_for(sig)  # type: ignore[arg-type]
+            cands = book._offer_cands_for[sig]  # type: ignore[index]
+        slots, heaps = cands
+        if not heaps:
+            return []
         limit = request.max_price_per_gpu_hour
-        best = None
-        for floor, heaps in groups.values():
-            if floor[0] <= limit:
-                top = min(map(_top, filter(None, heaps)), default=None)
-                if top is not None and (best is None or top < best):
-                    best = top
-        if best is None or best[0] > limit:
+        # The best bucket top by its packed key (see ``book._ask_lb``): gather + argmin in numpy.
+        packed_limit = ((limit if limit < _PRICE_MAX else _PRICE_MAX) << _SEQ_BITS) | _SEQ_MAX
+        lower = book._ask_lb
+        bounds = lower.take(slots)
+        while True:
+            j = bounds.argmin()
+            bound = bounds.item(j)
+            if bound > packed_limit:
+                return []  # even the lowest bound does not cross: no top does
+            heap = heaps[j]
+            if heap:
+                best = heap[0]
+                price, seq = best[0], best[1]
+                actual = ((price if price < _PRICE_MAX else _PRICE_MAX) << _SEQ_BITS) | (seq if seq < _SEQ_MAX else _SEQ_MAX)
+            else:
+                actual = _PACKED_EMPTY
+            if actual == bound:
+                break
+            bounds[j] = actual  # the bound was stale (entries left that bucket): correct it, look again
+            lower[slots.item(j)] = actual
+        if bound >= _PACKED_CLIPPED or bound & _SEQ_MAX == _SEQ_MAX:
+            best = min(map(_top, filter(None, heaps)))  # clipped keys may tie: compare the tops exactly
+        if best[0] > limit:
             return []
         deals: list[Deal] = []
         left = incoming.remaining
@@ -130,11 +162,9 @@ class ContinuousMatcher:
                         top = None
                 else:
                     top = book._live_top(heap, now)
-                if tops is None:  # second candidate: merge heap over the current tops
-                    tops = []
-                    for floor, heaps in groups.values():
-                        if floor[0] <= limit:
-                            tops += map(_top, filter(None, heaps))
+                if tops is None:  # second candidate: merge heap over the tops that can still cross
+                    # (a bucket whose bound does not cross has no top that does: leave it out)
+                    tops = [heaps[k][0] for k in np.flatnonzero(bounds <= packed_limit).tolist() if heaps[k]]
                     if not tops:
                         break
                     heapify(tops)

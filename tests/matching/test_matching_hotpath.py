@@ -7,7 +7,7 @@ import collections
 
 import pytest
 
-from marketplace.matching.book import OrderBook
+from marketplace.matching.book import _PACKED_EMPTY, OrderBook, packed_key
 from marketplace.matching.continuous import ContinuousMatcher
 from marketplace.matching.deals import Deal, new_deal
 from marketplace.matching.errors import MatchingError
@@ -15,7 +15,14 @@ from marketplace.matching.generator import MarketGenerator
 from marketplace.matching.orders import Offer, Side
 from marketplace.matching.reference import NaiveMatcher
 
+from matching_factories import NOW, offer, request
+
 START = 1_800_000_000
+
+
+def _bucket_at(book: OrderBook, slot: int):  # type: ignore[no-untyped-def]
+    (bucket,) = [b for b in book._offer_buckets.values() if b.idx == slot]
+    return bucket
 
 
 def check_book_invariants(book: OrderBook) -> None:
@@ -35,6 +42,13 @@ def check_book_invariants(book: OrderBook) -> None:
                 assert key == resting.order.price_per_gpu_hour >= bucket.floor[0]
             else:
                 assert key == -resting.order.max_price_per_gpu_hour
+    for bucket in book._offer_buckets.values():  # the packed-top array: a lower bound per bucket
+        top = packed_key(bucket.heap[0][0], bucket.heap[0][1]) if bucket.heap else _PACKED_EMPTY
+        assert book._ask_lb[bucket.idx] <= top
+    for sig, (slots, heaps) in book._offer_cands_for.items():
+        assert sorted(map(id, heaps)) == sorted(id(h) for hs in book._offer_groups_for[sig].values() for h in hs[1])
+        assert len(slots) == len(heaps)
+        assert all(_bucket_at(book, slot).heap is heap for slot, heap in zip(slots.tolist(), heaps))
     for ((ceiling, heaps),) in book._request_groups_for.values():  # bid ceilings: a bound, kept up
         assert all(ceiling[0] <= entry[0] for heap in heaps for entry in heap)
         for heap in heaps:
@@ -99,3 +113,18 @@ def test_generated_flow__same_deals_as_brute_force(
     assert sorted((o.order_id, r) for o, _, r in fast.book.snapshot() if o.deadline >= last) == sorted(
         (e.order.order_id, e.remaining) for e in naive._resting if e.order.deadline >= last
     )
+
+
+@pytest.mark.parametrize("base", [2**30 - 200, 2**30, 2**62, 2**70])
+def test_huge_prices_and_equal_asks__clipped_keys__still_price_time_order(base: int) -> None:
+    """Asks at or above 2**30 share one packed key: the search must compare the tops exactly."""
+    fast, naive = ContinuousMatcher(), NaiveMatcher()
+    asks = [base + 300, base + 100, base + 100, base, base + 200, base]
+    for i, ask in enumerate(asks):
+        o = offer(f"o{i}", price_per_gpu_hour=ask, region=[5, 6, 7][i % 3], gpu_count=[8, 4][i % 2], capacity_gpu_hours=8 * 4)
+        assert fast.submit(o, NOW) == naive.submit(o, NOW) == []
+    for i, bid in enumerate([base + 100, base + 250, 2**256 - 1, base - 1, 2**256 - 1]):
+        r = request(f"r{i}", max_price_per_gpu_hour=bid, gpu_count=4, hours=3, min_hours=1)
+        got = fast.submit(r, NOW)
+        assert got == naive.submit(r, NOW)
+        check_book_invariants(fast.book)
