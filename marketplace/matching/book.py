@@ -187,7 +187,8 @@ class OrderBook:
         self._request_buckets: dict[RequestSignature, _Bucket] = {}
         # signature -> heaps of the counter-order buckets it is statically compatible with
         self._offer_groups_for: dict[RequestSignature, dict[int, _Group]] = {}  # by GPU model
-        # The same buckets as [_ask_lb slots (ndarray), heaps (list)], for the matcher's search.
+        # The same buckets as [_ask_lb slots (ndarray, or None until rebuilt from the list),
+        # heaps (list), _ask_lb slots (list)], for the matcher's search.
         self._offer_cands_for: dict[RequestSignature, list] = {}  # type: ignore[type-arg]
         self._ask_lb = np.full(256, _PACKED_EMPTY, dtype=np.int64)  # lower bound of each offer bucket's packed top
         self._offer_bucket_count = 0
@@ -539,8 +540,9 @@ class OrderBook:
                     by_model = self._offer_groups_for[request_sig]
                     by_model.setdefault(model, (floor, []))[1].append(bucket.heap)
                     cands = self._offer_cands_for[request_sig]
-                    cands[0] = np.append(cands[0], i)
+                    cands[0] = None  # the matcher rebuilds the array on this signature's next search
                     cands[1].append(bucket.heap)
+                    cands[2].append(i)
         return bucket
 
     def _new_request_bucket(self, sig: RequestSignature) -> _Bucket:
@@ -570,7 +572,7 @@ class OrderBook:
                     slots.append(b.idx)
                     heaps.append(b.heap)
         self._offer_groups_for[sig] = by_model
-        self._offer_cands_for[sig] = [np.array(slots, dtype=np.intp), heaps]
+        self._offer_cands_for[sig] = [np.array(slots, dtype=np.intp), heaps, slots]
         self._cached_request_sigs_by_market.setdefault((token, model), []).append(sig)
         return by_model
 

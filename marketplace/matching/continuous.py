@@ -92,9 +92,11 @@ class ContinuousMatcher:
         if cands is None:
             book._cache_offer_groups_for(sig)  # type: ignore[arg-type]
             cands = book._offer_cands_for[sig]  # type: ignore[index]
-        slots, heaps = cands
+        slots, heaps, slot_list = cands
         if not heaps:
             return []
+        if slots is None:  # buckets were added since the last search
+            slots = cands[0] = np.array(slot_list, dtype=np.intp)
         limit = request.max_price_per_gpu_hour
         # The best bucket top by its packed key (see ``book._ask_lb``): gather + argmin in numpy.
         packed_limit = ((limit if limit < _PRICE_MAX else _PRICE_MAX) << _SEQ_BITS) | _SEQ_MAX

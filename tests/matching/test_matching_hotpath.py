@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pytest
 
 from marketplace.matching.book import _PACKED_EMPTY, OrderBook, packed_key
@@ -45,7 +46,9 @@ def check_book_invariants(book: OrderBook) -> None:
     for bucket in book._offer_buckets.values():  # the packed-top array: a lower bound per bucket
         top = packed_key(bucket.heap[0][0], bucket.heap[0][1]) if bucket.heap else _PACKED_EMPTY
         assert book._ask_lb[bucket.idx] <= top
-    for sig, (slots, heaps) in book._offer_cands_for.items():
+    for sig, (slots_or_none, heaps, slot_list) in book._offer_cands_for.items():
+        slots = np.array(slot_list) if slots_or_none is None else slots_or_none
+        assert slots.tolist() == slot_list
         assert sorted(map(id, heaps)) == sorted(id(h) for hs in book._offer_groups_for[sig].values() for h in hs[1])
         assert len(slots) == len(heaps)
         assert all(_bucket_at(book, slot).heap is heap for slot, heap in zip(slots.tolist(), heaps))
