@@ -20,8 +20,14 @@ orders rest. Within those buckets it walks entries in global price-time order
 crosses, so it never looks at an order it could not trade with on price.
 Offer buckets are grouped per (token, GPU model) under a floor, a lower bound
 on every ask in the group: a request whose bid is below a model's floor skips
-all of that model's buckets at once, which keeps wide "any model, any region"
-requests (up to ~600 compatible buckets) affordable.
+all of that model's buckets at once (``counter_candidates``).
+
+The continuous matcher does not walk those groups: it finds a request's best
+offer bucket with a numpy gather + argmin over ``_ask_lb``, one int64 per offer
+bucket holding a lower bound of its top packed as (price, seq) (see
+``packed_key``), so a wide request costs about what a narrow one does. For
+incoming offers each offer signature keeps a bid ceiling over its request
+buckets; most offers' asks are above it and skip the scan.
 
 What is not indexed: per-pair hour bounds (min/max hours, remaining capacity,
 ``available_until``). A candidate that fails them is skipped and put back
