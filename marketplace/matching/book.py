@@ -20,8 +20,14 @@ orders rest. Within those buckets it walks entries in global price-time order
 crosses, so it never looks at an order it could not trade with on price.
 Offer buckets are grouped per (token, GPU model) under a floor, a lower bound
 on every ask in the group: a request whose bid is below a model's floor skips
-all of that model's buckets at once, which keeps wide "any model, any region"
-requests (up to ~600 compatible buckets) affordable.
+all of that model's buckets at once (``counter_candidates``).
+
+The continuous matcher does not walk those groups: it finds a request's best
+offer bucket with a numpy gather + argmin over ``_ask_lb``, one int64 per offer
+bucket holding a lower bound of its top packed as (price, seq) (see
+``packed_key``), so a wide request costs about what a narrow one does. For
+incoming offers each offer signature keeps a bid ceiling over its request
+buckets; most offers' asks are above it and skip the scan.
 
 What is not indexed: per-pair hour bounds (min/max hours, remaining capacity,
 ``available_until``). A candidate that fails them is skipped and put back
@@ -50,14 +56,38 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+
+import numpy as np
 from typing import Iterable, Iterator, TypeAlias
 
-from .catalog import ANY_GPU_MODEL, GPU_MODELS
+from .catalog import ANY_GPU_MODEL, GPU_MODELS, KNOWN_REGIONS_MASK
 from .errors import ClockWentBackwards, DuplicateOrder, InvalidQuantity, OrderExpired, UnknownOrder
 from .orders import Offer, Order, Request, Side
 
 OfferSignature: TypeAlias = tuple[str, int, int, bool, int, int]
 RequestSignature: TypeAlias = tuple[str, int, int, bool, int, int]
+
+_OFFER = Side.OFFER  # an Enum member lookup costs more than a global
+
+# Offer bucket tops mirrored in one int64 array (``OrderBook._ask_lb``), so that a request finds
+# its best bucket with a numpy gather + argmin over its candidate buckets instead of chasing each
+# heap's list -> tuple -> int in Python objects scattered over the heap (cache misses dominate that
+# scan on big books). An entry ``(price, seq)`` is packed order-preservingly into one int: price in
+# the high bits, seq in the low 32, each clipped. The array holds a *lower bound* of each bucket's
+# packed top: written exactly when a rest puts a new entry on top, left as is when entries leave
+# (tops only rise then), corrected when a search meets a stale value. Clipped values (prices from
+# 2**30 base units, seq from 2**32 - 1) may tie; a search that lands on one falls back to comparing
+# the heap tops exactly.
+_SEQ_BITS = 32
+_SEQ_MAX = (1 << _SEQ_BITS) - 1
+_PRICE_MAX = 1 << 30
+_PACKED_CLIPPED = _PRICE_MAX << _SEQ_BITS
+_PACKED_EMPTY = (1 << 63) - 1  # an empty bucket; above every packed key
+
+
+def packed_key(price: int, seq: int) -> int:
+    """Monotone (not strictly, once clipped) map of ``(price, seq)`` into int64."""
+    return ((price if price < _PRICE_MAX else _PRICE_MAX) << _SEQ_BITS) | (seq if seq < _SEQ_MAX else _SEQ_MAX)
 
 _COMPACT_MIN_STALE = 64  # don't rebuild tiny heaps; amortisation needs some slack
 
@@ -91,20 +121,28 @@ class _Bucket:
     The heap list object is never replaced (compaction works in place), so the
     signature caches can hold the bare lists: one attribute lookup less per
     bucket visit on the hottest loop. ``floor`` (offer buckets) is the shared
-    ask floor of the bucket's (token, GPU model) market.
+    ask floor of the bucket's (token, GPU model) market. ``ceilings`` (request
+    buckets) are the bid ceilings of the offer signatures whose candidate list
+    holds this bucket: a push of a better bid must raise them.
     """
 
-    __slots__ = ("heap", "stale", "floor")
+    __slots__ = ("heap", "stale", "floor", "ceilings", "idx")
 
     def __init__(self, floor: list[float]) -> None:
         self.heap: _Heap = []
         self.stale = 0
         self.floor = floor
+        self.ceilings: list[list[float]] = []
+        self.idx = -1  # offer buckets: slot in OrderBook._ask_lb
 
 
 # A group of bucket heaps with a lower bound on every price key inside them: a walk skips the
 # whole group when even that bound does not cross. Offer buckets are grouped per GPU model, so a
 # wide "any model" request does not visit the buckets of models priced far above its bid.
+# Request buckets form one group per offer signature whose bound is a *bid ceiling* in key terms
+# (key = -bid): it is lowered to a bid whenever one rests in a bucket of the group and set to the
+# exact best key when an offer scans the group and finds no crossing bid. Most offers do not
+# cross, and the next offer of that signature then skips the scan unless a better bid arrived.
 _Group: TypeAlias = "tuple[list[float], list[_Heap]]"
 _NO_FLOOR: list[float] = [-math.inf]
 
@@ -117,7 +155,7 @@ def request_signature(request: Request) -> RequestSignature:
     return (
         request.token,
         request.gpu_model,
-        request.effective_region_mask,
+        request.region_mask & KNOWN_REGIONS_MASK,  # = effective_region_mask, without the property call
         request.green_only,
         request.gpu_count,
         request.min_vram_gb,
@@ -155,6 +193,11 @@ class OrderBook:
         self._request_buckets: dict[RequestSignature, _Bucket] = {}
         # signature -> heaps of the counter-order buckets it is statically compatible with
         self._offer_groups_for: dict[RequestSignature, dict[int, _Group]] = {}  # by GPU model
+        # The same buckets as [_ask_lb slots (ndarray, or None until rebuilt from the list),
+        # heaps (list), _ask_lb slots (list)], for the matcher's search.
+        self._offer_cands_for: dict[RequestSignature, list] = {}  # type: ignore[type-arg]
+        self._ask_lb = np.full(256, _PACKED_EMPTY, dtype=np.int64)  # lower bound of each offer bucket's packed top
+        self._offer_bucket_count = 0
         self._request_groups_for: dict[OfferSignature, tuple[_Group]] = {}
         # (token, gpu_model) -> [lower bound on every resting ask of that market]
         self._ask_floor: dict[tuple[str, int], list[float]] = {}
@@ -270,7 +313,8 @@ class OrderBook:
         Raises before any state changes; the returned order is not resting yet
         (``rest`` it, or ``retire`` it if it was fully filled).
         """
-        if not isinstance(order, (Offer, Request)):
+        cls = type(order)
+        if cls is not Offer and cls is not Request and not isinstance(order, (Offer, Request)):
             raise TypeError(f"expected Offer or Request, got {type(order).__name__}")
         if type(now) is not int:
             raise TypeError("now must be an int (unix seconds)")
@@ -284,7 +328,7 @@ class OrderBook:
         deadline = order.deadline
         if deadline < now:
             raise OrderExpired("deadline", deadline, f"order can no longer trade at now={now}")
-        full = order.capacity_gpu_hours if order.side is Side.OFFER else order.hours  # type: ignore[union-attr]
+        full = order.capacity_gpu_hours if order.side is _OFFER else order.hours  # type: ignore[union-attr]
         if remaining is None:
             remaining = full
         elif type(remaining) is not int or not order.min_hours <= remaining <= full:
@@ -301,7 +345,7 @@ class OrderBook:
     def rest(self, resting: RestingOrder, sig: OfferSignature | RequestSignature | None = None) -> None:
         """Index an accepted order so that later orders can match it (``sig``: its signature, if known)."""
         order = resting.order
-        if order.side is Side.OFFER:
+        if order.side is _OFFER:
             if sig is None:
                 sig = offer_signature(order)  # type: ignore[arg-type]
             bucket = self._offer_buckets.get(sig)
@@ -311,7 +355,11 @@ class OrderBook:
             if price < bucket.floor[0]:
                 bucket.floor[0] = price
             self._offer_count += 1
-            key = price
+            heap = bucket.heap
+            entry = (price, resting.seq, resting)
+            heapq.heappush(heap, entry)
+            if heap[0] is entry:  # a new top: the array's bound must come down to it
+                self._ask_lb[bucket.idx] = packed_key(price, resting.seq)
         else:
             if sig is None:
                 sig = request_signature(order)  # type: ignore[arg-type]
@@ -319,17 +367,25 @@ class OrderBook:
             if bucket is None:
                 bucket = self._new_request_bucket(sig)
             key = -order.max_price_per_gpu_hour  # type: ignore[union-attr]  # min-heap: highest bid first
+            for ceiling in bucket.ceilings:
+                if key < ceiling[0]:
+                    ceiling[0] = key
+            heapq.heappush(bucket.heap, (key, resting.seq, resting))
         resting.bucket = bucket
-        heapq.heappush(bucket.heap, (key, resting.seq, resting))
         self._orders[order.order_id] = resting
 
     def signature(self, order: Order) -> OfferSignature | RequestSignature:
-        return offer_signature(order) if order.side is Side.OFFER else request_signature(order)  # type: ignore[arg-type]
+        return offer_signature(order) if order.side is _OFFER else request_signature(order)  # type: ignore[arg-type]
 
     def retire(self, resting: RestingOrder) -> None:
         """Forget an accepted order that will not rest (fully filled on arrival)."""
         resting.active = False
-        self._remember_retired(resting)
+        order_id = resting.order.order_id  # _remember_retired, inlined: every filled arrival comes here
+        self._retired[order_id] = resting.deadline
+        fifo = self._retired_fifo
+        fifo.append(order_id)
+        if len(fifo) > self._remember_retired_max:
+            self._retired.pop(fifo.popleft(), None)
 
     def consume(self, resting: RestingOrder, amount: int) -> None:
         """Fill ``amount`` of a resting order that a candidate walk has taken off its heap.
@@ -354,7 +410,7 @@ class OrderBook:
         groups: Iterable[_Group]
         if sig is None:
             sig = self.signature(order)
-        if order.side is Side.OFFER:
+        if order.side is _OFFER:
             groups = self._request_groups_for.get(sig) or self._cache_request_groups_for(sig)
             limit = -order.price_per_gpu_hour  # type: ignore[union-attr]  # bid >= ask
         else:
@@ -447,7 +503,7 @@ class OrderBook:
         more stale than live entries is compacted at once. Callers walking a heap pass
         ``in_bucket_heap=False`` (they have popped the entry), so a walk never sees a compaction."""
         resting.active = False
-        if resting.order.side is Side.OFFER:
+        if resting.order.side is _OFFER:
             self._offer_count -= 1
         if in_bucket_heap:
             bucket = resting.bucket
@@ -477,6 +533,10 @@ class OrderBook:
         token, model = sig[0], sig[1]
         floor = self._ask_floor.setdefault((token, model), [math.inf])
         bucket = _Bucket(floor)
+        bucket.idx = i = self._offer_bucket_count
+        self._offer_bucket_count = i + 1
+        if i == len(self._ask_lb):
+            self._ask_lb = np.concatenate([self._ask_lb, np.full(i, _PACKED_EMPTY, dtype=np.int64)])
         self._offer_buckets[sig] = bucket
         self._buckets.append(bucket)
         self._offer_buckets_by_market.setdefault((token, model), []).append((sig, bucket))
@@ -485,6 +545,10 @@ class OrderBook:
                 if signatures_compatible(sig, request_sig):
                     by_model = self._offer_groups_for[request_sig]
                     by_model.setdefault(model, (floor, []))[1].append(bucket.heap)
+                    cands = self._offer_cands_for[request_sig]
+                    cands[0] = None  # the matcher rebuilds the array on this signature's next search
+                    cands[1].append(bucket.heap)
+                    cands[2].append(i)
         return bucket
 
     def _new_request_bucket(self, sig: RequestSignature) -> _Bucket:
@@ -497,29 +561,40 @@ class OrderBook:
         for m in models:
             for offer_sig in self._cached_offer_sigs_by_market.get((token, m), ()):
                 if signatures_compatible(offer_sig, sig):
-                    self._request_groups_for[offer_sig][0][1].append(bucket.heap)
+                    ceiling, heaps = self._request_groups_for[offer_sig][0]
+                    heaps.append(bucket.heap)
+                    bucket.ceilings.append(ceiling)  # the bucket is empty: the ceiling stays valid
         return bucket
 
     def _cache_offer_groups_for(self, sig: RequestSignature) -> dict[int, _Group]:
         token, model = sig[0], sig[1]
         by_model: dict[int, _Group] = {}
+        slots: list[int] = []
+        heaps: list[_Heap] = []
         for m in GPU_MODELS if model == ANY_GPU_MODEL else (model,):
             for osig, b in self._offer_buckets_by_market.get((token, m), ()):
                 if signatures_compatible(osig, sig):
                     by_model.setdefault(m, (b.floor, []))[1].append(b.heap)
+                    slots.append(b.idx)
+                    heaps.append(b.heap)
         self._offer_groups_for[sig] = by_model
+        self._offer_cands_for[sig] = [np.array(slots, dtype=np.intp), heaps, slots]
         self._cached_request_sigs_by_market.setdefault((token, model), []).append(sig)
         return by_model
 
     def _cache_request_groups_for(self, sig: OfferSignature) -> tuple[_Group]:
         token, model = sig[0], sig[1]
-        heaps = [
-            b.heap
+        buckets = [
+            b
             for key in ((token, model), (token, ANY_GPU_MODEL))
             for rsig, b in self._request_buckets_by_market.get(key, ())
             if signatures_compatible(sig, rsig)
         ]
-        groups = ((_NO_FLOOR, heaps),)
+        heaps = [b.heap for b in buckets]
+        ceiling = [min([h[0][0] for h in heaps if h], default=math.inf)]  # exact: lowest key now
+        for b in buckets:
+            b.ceilings.append(ceiling)
+        groups = ((ceiling, heaps),)
         self._request_groups_for[sig] = groups
         self._cached_offer_sigs_by_market.setdefault((token, model), []).append(sig)
         return groups

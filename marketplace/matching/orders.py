@@ -151,7 +151,8 @@ class Offer:
     @property
     def deadline(self) -> int:
         """Last second at which this offer can still open a deal (of min_hours)."""
-        return min(self.expiry, self.available_until - self.min_hours * SECONDS_PER_HOUR)
+        last_start = self.available_until - self.min_hours * SECONDS_PER_HOUR
+        return self.expiry if self.expiry < last_start else last_start
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,7 +203,7 @@ class Request:
     @property
     def deadline(self) -> int:
         """Last second at which this request can still open a deal."""
-        return min(self.expiry, self.start_by)
+        return self.expiry if self.expiry < self.start_by else self.start_by
 
     @property
     def effective_region_mask(self) -> int:
