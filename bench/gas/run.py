@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # bench/: machine.py
 
 from gas_report import (  # noqa: E402 - the script's own folder is put on sys.path above
     END_MARKER,
@@ -41,6 +41,7 @@ from gas_report import (  # noqa: E402 - the script's own folder is put on sys.p
     write_section,
 )
 from gas_trace import CATEGORIES, Breakdown, attribute  # noqa: E402
+from machine import machine_facts  # noqa: E402
 
 # ───────────────────────────── targets and references (from the issue) ─────────────────────────────
 
@@ -345,26 +346,6 @@ def run_benchmark(ape_provider: Any, registry_path: Path, batch_sizes: tuple[int
 
 
 # ───────────────────────────── environment facts ─────────────────────────────
-
-
-def machine_facts() -> dict[str, str]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    memory = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": memory, "os": platform.platform(terse=True)}
 
 
 def source_facts() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -27,6 +26,9 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(HERE.parent))  # bench/: machine.py
+
+from machine import machine_facts  # noqa: E402,F401 - re-exported for the service bench scripts
 
 from marketplace.devnet import ANVIL_KEYS, Devnet, free_port
 
@@ -42,27 +44,6 @@ DEPLOYER, MATCHER = 0, 4
 
 
 # ───────────────────────────── machine facts ─────────────────────────────
-
-
-def machine_facts() -> dict[str, str]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    memory = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": memory, "os": platform.platform(terse=True),
-            "python": platform.python_version()}
 
 
 def load_average() -> tuple[float, float, float]:
