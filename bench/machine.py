@@ -23,6 +23,6 @@ def machine_facts() -> dict[str, str]:
                 memory = f"{int(line.split()[1]) / 2**20:.1f} GiB"
                 break
     except OSError:
-        pass
+        pass  # no /proc: memory stays "?"
     return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": memory, "os": platform.platform(terse=True),
             "python": platform.python_version()}

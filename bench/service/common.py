@@ -8,6 +8,7 @@ points call in `finally` blocks (also on Ctrl-C). Servers listen on 127.0.0.1 on
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -271,6 +272,21 @@ class Stack:
 # ───────────────────────────── the service ─────────────────────────────
 
 
+def wait_healthy(server: Any, what: str, timeout: float) -> None:
+    """Until `server.url`/health answers 200; stops the server and raises if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {server.process.returncode}; see {server.log_path}:\n"
+                               + server.log_path.read_text(errors="replace")[-2000:])
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    server.stop()
+    raise TimeoutError(f"{what} did not answer on {server.url} within {timeout:.0f}s")
+
+
 class ServiceProcess:
     """`python -m marketplace serve` as a child process (its own session, so Ctrl-C in the
     terminal reaches only the bench, which then stops it)."""
@@ -312,19 +328,8 @@ class ServiceProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"marketplace serve exited with {self.process.returncode}; see {self.log_path}:\n"
-                                   + self.log_path.read_text(errors="replace")[-2000:])
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"marketplace serve did not answer on {self.url} within {timeout:.0f}s")
+        wait_healthy(self, "marketplace serve", timeout)
+        return self
 
     def health(self) -> dict:
         return httpx.get(f"{self.url}/health", timeout=30).json()
@@ -373,18 +378,8 @@ class UvicornApp:
             cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError("trivial app did not start")
+        wait_healthy(self, "the trivial app", timeout)
+        return self
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

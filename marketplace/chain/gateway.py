@@ -63,6 +63,7 @@ class ChainGateway:
         # id is read once here (chain_id) and every transaction we build carries it explicitly.
         self.w3.middleware_onion.remove("validation")
         self.registry = registry
+        self._readers: dict[tuple[str, str, int], _Reader] = {}  # (contract, function, arity) → encoder/decoder
 
     # ───────────────────────────── contracts ─────────────────────────────
 
@@ -124,10 +125,6 @@ class ChainGateway:
             return self._call(lambda: fn.call(block_identifier=block))
         call = {"to": reader.address, "data": reader.encode(args)}
         return reader.decode(self._call(lambda: self.w3.eth.call(call, block)))
-
-    @cached_property
-    def _readers(self) -> dict[tuple[str, str, int], _Reader]:
-        return {}
 
     def _reader(self, name: str, function: str, arity: int) -> _Reader:
         reader = self._readers.get((name, function, arity))
