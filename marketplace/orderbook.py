@@ -26,12 +26,13 @@ from marketplace.matching.orders import Offer as MatchingOffer
 from marketplace.matching.orders import Request as MatchingRequest
 from marketplace.matching.orders import Side
 from marketplace.chain.gateway import ChainGateway
+from marketplace.chain.state_cache import ChainStateCache, IntakeState
 from marketplace.chain.sender import TxSender
 from marketplace.db.models import MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, JobSpecRow
 from marketplace.db.session import session_scope
-from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, InvalidSignature, NotFound
+from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, InvalidSignature, MarketError, NotFound
 from marketplace.matching.errors import MatchingError
-from marketplace.signing import CancelOrder, Offer, Request, SettlementRule
+from marketplace.signing import CancelOrder, Offer, Request, SettlementRule, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,38 @@ class Submitted:
     matches: list[MatchRow]
 
 
+@dataclass(frozen=True)
+class VerifiedOrder:
+    """An order that passed every check that needs no lock (types, signature, chain state)."""
+
+    side: OrderSide
+    order: Offer | Request
+    order_hash: str
+    owner: str
+    signature: str
+    matching_order: MatchingOffer | MatchingRequest
+    now: int
+    job_spec: dict[str, Any] | None
+
+    def row(self, seq: int) -> OrderRow:
+        order = self.order
+        is_offer = isinstance(order, Offer)
+        return OrderRow(
+            hash=self.order_hash, side=self.side, owner=self.owner, token=order.token, gpu_model=order.gpuModel,
+            price=str(order.pricePerGpuHour if is_offer else order.maxPricePerGpuHour),
+            capacity=order.capacityGpuHours if is_offer else order.totalHours,
+            expiry=order.expiry, seq=seq, payload=message_json(order), signature=self.signature,
+        )
+
+
+def signer_of(message: Any, signature: bytes, gateway: ChainGateway) -> str:
+    """Who signed an EIP-712 message for this chain and market; 401 for a signature nobody can own."""
+    try:
+        return message.recover(signature, gateway.chain_id, gateway.market.address)
+    except SignatureError as exc:
+        raise InvalidSignature(f"signature is not valid: {exc}", field="signature") from None
+
+
 class OrderBookService:
     """Intake, cancellation and matching. Thread-safe: one lock around the in-memory book."""
 
@@ -172,6 +205,8 @@ class OrderBookService:
         self._lock = threading.RLock()
         self._matcher = ContinuousMatcher()
         self._last_now = 0
+        self._next_seq: int | None = None  # read from the DB once, then counted under the lock
+        self.chain_state = ChainStateCache(gateway)
         sender.on_receipt("open_deals", self._on_open_deals_receipt)
 
     # ───────────── startup ─────────────
@@ -180,6 +215,7 @@ class OrderBookService:
         """Rebuild the in-memory book from the DB's open orders (after a restart or a failed match)."""
         with self._lock, Session(self.engine) as session:
             self._matcher = ContinuousMatcher()
+            self._next_seq = None
             now = self._now()
             rows = session.exec(select(OrderRow).where(OrderRow.status == OrderStatus.OPEN).order_by(OrderRow.seq)).all()
             loaded = 0
@@ -199,6 +235,28 @@ class OrderBookService:
 
     def submit(self, side: OrderSide, message: dict[str, Any], signature: str,
                job_spec: dict[str, Any] | None = None) -> Submitted:
+        """Verify one signed order, store it and match it (or let it rest); MarketError if refused."""
+        result = self._accept([self.verify(side, message, signature, job_spec)])[0]
+        if isinstance(result, MarketError):
+            raise result
+        return result
+
+    def submit_many(self, orders: list[tuple[OrderSide, dict[str, Any], str, dict[str, Any] | None]]
+                    ) -> list[Submitted | MarketError]:
+        """Verify, store and match many orders under one lock and one DB transaction; each order is
+        accepted or refused on its own (a refused one is not stored), in the given order. The
+        deals they make go out together: one openDeals per max_batch_size pairings."""
+        verified: list[VerifiedOrder | MarketError] = []
+        for side, message, signature, job_spec in orders:
+            try:
+                verified.append(self.verify(side, message, signature, job_spec))
+            except MarketError as exc:
+                verified.append(exc)
+        return self._accept(verified)
+
+    def verify(self, side: OrderSide, message: dict[str, Any], signature: str,
+               job_spec: dict[str, Any] | None = None) -> VerifiedOrder:
+        """Everything that needs no lock: types, signature, chain state, job spec."""
         cls = Offer if side == OrderSide.OFFER else Request
         order = parse_typed(cls, message)
         sig = parse_signature(signature)
@@ -208,50 +266,64 @@ class OrderBookService:
             matching_order = to_matching(order, order_hash)
         except MatchingError as exc:
             raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
-
-        chain_id = self.gateway.chain_id
-        market = self.gateway.market.address
-        if order.recover(sig, chain_id, market) != owner:
+        if signer_of(order, sig, self.gateway) != owner:
             raise InvalidSignature(
                 f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
-                f"for chain {chain_id} and market {market}"
+                f"for chain {self.gateway.chain_id} and market {self.gateway.market.address}"
             )
         now = self._check_against_chain(order, owner)
         if isinstance(order, Request):
             self._check_job_spec(order, job_spec)
+        return VerifiedOrder(side, order, order_hash, owner, "0x" + sig.hex(), matching_order, now,
+                             job_spec if isinstance(order, Request) else None)
 
+    def _accept(self, verified: list[VerifiedOrder | MarketError]) -> list[Submitted | MarketError]:
+        results: list[Submitted | MarketError] = list(verified)
+        todo = [(i, v) for i, v in enumerate(verified) if isinstance(v, VerifiedOrder)]
+        if not todo:
+            return results
         with self._lock, session_scope(self.engine) as session:
             # `now` was read before waiting for the lock: an order submitted meanwhile may have
             # moved the book's clock past it, and the book refuses time going backwards.
-            now = max(now, self._last_now)
-            if session.get(OrderRow, order_hash) is not None:
-                raise Conflict(f"order {order_hash} was already submitted")
-            seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
-            row = OrderRow(
-                hash=order_hash, side=side, owner=owner, token=order.token, gpu_model=order.gpuModel,
-                price=str(order.pricePerGpuHour if isinstance(order, Offer) else order.maxPricePerGpuHour),
-                capacity=order.capacityGpuHours if isinstance(order, Offer) else order.totalHours,
-                expiry=order.expiry, seq=seq, payload=message_json(order), signature="0x" + sig.hex(),
-            )
-            session.add(row)
-            if job_spec is not None and isinstance(order, Request):
-                if session.get(JobSpecRow, order.jobSpecHash) is None:
-                    session.add(JobSpecRow(hash=order.jobSpecHash, spec=json.dumps(job_spec, sort_keys=True)))
-            session.flush()
+            hashes = [v.order_hash for _, v in todo]
+            known = set(session.exec(select(OrderRow.hash).where(OrderRow.hash.in_(hashes))).all())
+            if self._next_seq is None:
+                self._next_seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
+            accepted: list[tuple[int, VerifiedOrder]] = []
+            deals: list[MatchedDeal] = []
             try:
-                if self.mode == "batch":
-                    self._matcher.book.add(matching_order, now)  # rests until the next auction
-                    deals = []
-                else:
-                    deals = self._matcher.submit(matching_order, now)
-            except MatchingError as exc:
-                raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
-            try:
+                for i, v in todo:
+                    if v.order_hash in known:
+                        results[i] = Conflict(f"order {v.order_hash} was already submitted")
+                        continue
+                    now = self._last_now = max(v.now, self._last_now)
+                    try:
+                        if self.mode == "batch":
+                            self._matcher.book.add(v.matching_order, now)  # rests until the next auction
+                        else:
+                            deals += self._matcher.submit(v.matching_order, now)
+                    except MatchingError as exc:
+                        results[i] = InvalidInput(str(exc), field=getattr(exc, "field", None))
+                        continue
+                    known.add(v.order_hash)
+                    session.add(v.row(self._next_seq))
+                    self._next_seq += 1
+                    if v.job_spec is not None and session.get(JobSpecRow, v.order.jobSpecHash) is None:
+                        session.add(JobSpecRow(hash=v.order.jobSpecHash, spec=json.dumps(v.job_spec, sort_keys=True)))
+                    accepted.append((i, v))
+                session.flush()
                 matches = self._propose(session, deals)
             except BaseException:
+                self._next_seq = None
                 self._reload_after_failure()
                 raise
-        return Submitted(order_hash, matches)
+        by_order: dict[str, list[MatchRow]] = {}
+        for match in matches:
+            by_order.setdefault(match.offer_hash, []).append(match)
+            by_order.setdefault(match.request_hash, []).append(match)
+        for i, v in accepted:
+            results[i] = Submitted(v.order_hash, by_order.get(v.order_hash, []))
+        return results
 
     def cancel(self, order_hash: str, signature: str) -> OrderRow:
         """Off-chain cancel signed by the owner: the service stops matching the order at once.
@@ -261,8 +333,7 @@ class OrderBookService:
             row = session.get(OrderRow, order_hash.lower())
             if row is None:
                 raise NotFound(f"no order {order_hash}")
-            signer = CancelOrder(orderHash=row.hash).recover(sig, self.gateway.chain_id, self.gateway.market.address)
-            if signer != row.owner:
+            if signer_of(CancelOrder(orderHash=row.hash), sig, self.gateway) != row.owner:
                 raise InvalidSignature(f"cancel must be signed by the order's owner {row.owner}")
             if row.status != OrderStatus.OPEN:
                 raise Conflict(f"order {row.hash} is {row.status.value}, not open")
@@ -385,29 +456,35 @@ class OrderBookService:
         return self._last_now
 
     def _check_against_chain(self, order: Offer | Request, owner: str) -> int:
-        """The order against the chain's state, read in one round trip; returns chain time."""
-        reads = [("ComputeMarket", "isSettlementToken", (order.token,)), ("ComputeMarket", "counterOf", (owner,))]
-        if isinstance(order, Offer):
-            reads += [("ComputeMarket", "collateralBps", ()), ("ProviderStaking", "freeStake", (owner, order.token))]
-        else:
-            reads += [("ComputeMarket", "balanceOf", (owner, order.token))]
-        timestamp, (is_token, counter, *funds) = self.gateway.read_with_time(reads)
+        """The order against the chain's state; returns chain time. Remembered state may only
+        accept: before refusing, the same checks run again on state read from the chain now."""
+        offer = isinstance(order, Offer)
+        state = self.chain_state.intake_state(offer=offer, owner=owner, token=order.token)
+        try:
+            return self._judge(order, owner, state)
+        except MarketError:
+            if not state.cached:
+                raise
+        return self._judge(order, owner,
+                           self.chain_state.intake_state(offer=offer, owner=owner, token=order.token, fresh=True))
+
+    def _judge(self, order: Offer | Request, owner: str, state: IntakeState) -> int:
         # Chain time, not wall time: the contract judges expiry by block.timestamp.
-        self._last_now = now = max(self._last_now, timestamp)
+        now = max(self._last_now, state.now)
         if order.expiry <= now:
             raise InvalidInput(f"order expired at {order.expiry} (chain time is {now})", field="expiry")
-        if not is_token:
+        if not state.is_settlement_token:
             raise InvalidInput(f"token {order.token} is not a settlement token of this market", field="token")
-        if order.counter != counter:
-            raise InvalidInput(f"order counter {order.counter} is not {owner}'s current counter {counter}", field="counter")
+        if order.counter != state.counter:
+            raise InvalidInput(f"order counter {order.counter} is not {owner}'s current counter {state.counter}",
+                               field="counter")
         if isinstance(order, Offer):
-            collateral_bps, free = funds
             smallest_deal = order.pricePerGpuHour * order.minHours
-            needed = -(-smallest_deal * collateral_bps // BPS)
-            if free < needed:
+            needed = -(-smallest_deal * state.collateral_bps // BPS)
+            if state.free_stake < needed:
                 raise InsufficientFunds(
-                    f"provider {owner} has {free} free collateral in {order.token}; the smallest deal of this offer "
-                    f"locks {needed}: stake more first", field="provider"
+                    f"provider {owner} has {state.free_stake} free collateral in {order.token}; the smallest deal of "
+                    f"this offer locks {needed}: stake more first", field="provider"
                 )
         else:
             if order.startBy <= now:
@@ -415,11 +492,10 @@ class OrderBookService:
             if order.settlementRule > max(SettlementRule):
                 raise InvalidInput(f"settlementRule must be 0, 1 or 2, got {order.settlementRule}", field="settlementRule")
             needed = order.maxPricePerGpuHour * order.gpuCount * order.minHours
-            (balance,) = funds
-            if balance < needed:
+            if state.vault_balance < needed:
                 raise InsufficientFunds(
-                    f"trainer {owner} has {balance} in the market vault; the smallest fill at the max price escrows "
-                    f"{needed}: deposit more first", field="trainer"
+                    f"trainer {owner} has {state.vault_balance} in the market vault; the smallest fill at the max "
+                    f"price escrows {needed}: deposit more first", field="trainer"
                 )
         return now
 

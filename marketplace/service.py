@@ -71,6 +71,7 @@ class MarketService:
     def run_once(self) -> None:
         """One pass of every loop, in dependency order."""
         steps = [
+            ("chain_state", self.book.chain_state.poll),  # first: intake's remembered state follows events
             ("batch", self.book.run_batch),
             ("sender", self.sender.pump),
             ("book", self.book.after_pump),

@@ -9,15 +9,52 @@ from __future__ import annotations
 
 from dataclasses import astuple, dataclass, fields
 from enum import IntEnum
+from functools import cache
 from typing import Any, ClassVar
 
-from eth_abi import encode as abi_encode
+from coincurve import PublicKey
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 DOMAIN_NAME = "ComputeMarket"
 DOMAIN_VERSION = "1"
+_DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+class SignatureError(ValueError):
+    """A signature that cannot belong to anyone: wrong length, bad v, high s, or no curve point."""
+
+
+@cache
+def domain_separator(chain_id: int, verifying_contract: str) -> bytes:
+    """EIP-712 domain separator of ComputeMarket at `verifying_contract` on `chain_id` (OpenZeppelin EIP712)."""
+    return keccak(
+        _DOMAIN_TYPEHASH + keccak(text=DOMAIN_NAME) + keccak(text=DOMAIN_VERSION) + chain_id.to_bytes(32, "big")
+        + bytes(12) + bytes.fromhex(verifying_contract.removeprefix("0x"))
+    )
+
+
+def recover_digest(digest: bytes, signature: bytes) -> str:
+    """The checksummed address whose key signed `digest`, under the rules of OpenZeppelin's ECDSA:
+    65 bytes r ‖ s ‖ v with v 27/28 (0/1 accepted) and s in the lower half of the curve order,
+    so a malleable twin the contract would refuse is refused here too."""
+    if len(signature) != 65:
+        raise SignatureError(f"signature must be 65 bytes, got {len(signature)}")
+    v = signature[64]
+    if v >= 27:
+        v -= 27
+    if v not in (0, 1):
+        raise SignatureError(f"signature v must be 27 or 28, got {signature[64]}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
+        raise SignatureError("signature r or s is out of range (s must be in the lower half of the curve order)")
+    try:
+        public_key = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
+    except ValueError:
+        raise SignatureError("signature does not recover to any public key") from None
+    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
 
 
 class SettlementRule(IntEnum):
@@ -59,7 +96,7 @@ class _Typed:
 
     @classmethod
     def typehash(cls) -> bytes:
-        return keccak(text=cls.type_string())
+        return _typehash(cls)
 
     def as_tuple(self) -> tuple[Any, ...]:
         """Positional values in the contract's field order, for contract calls."""
@@ -69,16 +106,14 @@ class _Typed:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def struct_hash(self) -> bytes:
-        """hashStruct(): keccak(typehash ‖ encodeData); dynamic `string` fields enter as their keccak."""
-        types, values = [], []
-        for (_, solidity_type), value in zip(self.TYPES, self.as_tuple(), strict=True):
-            if solidity_type == "string":
-                types.append("bytes32")
-                values.append(keccak(text=value))
-            else:
-                types.append(solidity_type)
-                values.append(bytes.fromhex(value[2:]) if solidity_type == "bytes32" and isinstance(value, str) else value)
-        return keccak(abi_encode(["bytes32", *types], [self.typehash(), *values]))
+        """hashStruct(): keccak(typehash ‖ encodeData). Every field is one 32-byte word (the types
+        here are all static, and a `string` enters as its keccak), so the words are built directly:
+        eth-abi's generic encoder made this most of an order's EIP-712 cost. Parity with eth-account
+        and the contract is tested (tests/service/test_signing_types.py, tests/contracts)."""
+        words = [_typehash(type(self))]
+        for (name, solidity_type), value in zip(self.TYPES, self.as_tuple(), strict=True):
+            words.append(_WORD_ENCODERS[solidity_type](name, value))
+        return keccak(b"".join(words))
 
     def typed_data(self, chain_id: int, verifying_contract: str) -> dict[str, Any]:
         return {
@@ -102,17 +137,60 @@ class _Typed:
         }
 
     def digest(self, chain_id: int, verifying_contract: str) -> bytes:
-        signable = encode_typed_data(full_message=self.typed_data(chain_id, verifying_contract))
         # EIP-191 version 0x01: keccak(0x19 ‖ 0x01 ‖ domainSeparator ‖ structHash)
-        return keccak(b"\x19" + signable.version + signable.header + signable.body)
+        return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + self.struct_hash())
 
     def sign(self, private_key: bytes | str, chain_id: int, verifying_contract: str) -> bytes:
-        signable = encode_typed_data(full_message=self.typed_data(chain_id, verifying_contract))
-        return bytes(Account.sign_message(signable, private_key).signature)
+        return bytes(Account.unsafe_sign_hash(self.digest(chain_id, verifying_contract), private_key).signature)
 
     def recover(self, signature: bytes, chain_id: int, verifying_contract: str) -> str:
-        signable = encode_typed_data(full_message=self.typed_data(chain_id, verifying_contract))
-        return Account.recover_message(signable, signature=signature)
+        """The signer's address; SignatureError for a signature the contract would refuse as malformed."""
+        return recover_digest(self.digest(chain_id, verifying_contract), signature)
+
+
+@cache
+def _typehash(cls: type[_Typed]) -> bytes:
+    return keccak(text=cls.type_string())
+
+
+def _uint_word(name: str, value: int) -> bytes:
+    try:
+        return value.to_bytes(32, "big")
+    except (OverflowError, AttributeError):
+        raise ValueError(f"{name} must be an integer in 0..2^256-1, got {value!r}") from None
+
+
+def _bool_word(name: str, value: bool) -> bytes:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return (1 if value else 0).to_bytes(32, "big")
+
+
+def _address_word(name: str, value: str) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 20:
+        raise ValueError(f"{name} must be a 20-byte address, got {value!r}")
+    return bytes(12) + raw
+
+
+def _bytes32_word(name: str, value: str | bytes) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"{name} must be 32 bytes, got {value!r}")
+    return raw
+
+
+def _string_word(_name: str, value: str) -> bytes:
+    return keccak(text=value)
+
+
+# uintN values are range-checked where orders are parsed (orderbook.parse_typed); encoding only
+# guarantees one word each, as the contract's abi.encode does.
+_WORD_ENCODERS = {
+    "uint8": _uint_word, "uint16": _uint_word, "uint32": _uint_word, "uint64": _uint_word, "uint96": _uint_word,
+    "uint256": _uint_word, "bool": _bool_word, "address": _address_word, "bytes32": _bytes32_word,
+    "string": _string_word,
+}
 
 
 @dataclass(frozen=True)

@@ -71,22 +71,29 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def hit(self, key: str) -> None:
+    def hit(self, key: str, cost: int = 1) -> None:
+        """Take `cost` writes from the key's bucket, or none and RateLimited if it has fewer."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.refill_per_second)
-            if tokens < 1.0:
+            if tokens < cost:
                 self._buckets[key] = (tokens, now)
-                retry = (1.0 - tokens) / self.refill_per_second
+                if cost > self.capacity:
+                    raise RateLimited(f"{cost} writes at once exceed the limit of {int(self.capacity)} per minute")
+                retry = (cost - tokens) / self.refill_per_second
                 raise RateLimited(f"too many writes from {key.split(':', 1)[1]}; retry in {retry:.1f}s")
-            self._buckets[key] = (tokens - 1.0, now)
+            self._buckets[key] = (tokens - cost, now)
 
 
 def rate_limit_writes(request: Request) -> None:
+    rate_limit_ip(request, 1)
+
+
+def rate_limit_ip(request: Request, cost: int) -> None:
     limiter: RateLimiter = request.app.state.rate_limiter
     client = request.client.host if request.client else "unknown"
-    limiter.hit(f"ip:{client}")
+    limiter.hit(f"ip:{client}", cost)
 
 
 def rate_limit_address(request: Request, address: str) -> None:

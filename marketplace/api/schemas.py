@@ -41,6 +41,21 @@ class RequestSubmission(StrictModel):
     )
 
 
+MAX_ORDERS_PER_BATCH = 200
+
+
+class OrderSubmission(StrictModel):
+    side: OrderSide = Field(description="offer (signed by order.provider) or request (signed by order.trainer)")
+    order: dict[str, Any] = Field(description="EIP-712 Offer or Request message")
+    signature: str = Field(description="65-byte EIP-712 signature by the order's owner")
+    job_spec: dict[str, Any] | None = Field(default=None, description="requests only: must hash to order.jobSpecHash")
+
+
+class BatchSubmission(StrictModel):
+    orders: list[OrderSubmission] = Field(min_length=1, max_length=MAX_ORDERS_PER_BATCH,
+                                          description="judged one by one, stored and matched in this order")
+
+
 class CancelSubmission(StrictModel):
     signature: str = Field(description="EIP-712 CancelOrder(orderHash) signed by the order's owner")
 
@@ -76,6 +91,23 @@ class OrderOut(BaseModel):
 class SubmittedOut(BaseModel):
     order: OrderOut
     matches: list[MatchOut]
+
+
+class BatchItemOut(BaseModel):
+    """One order of a batch: `status` is what POST /offers or /requests would have answered."""
+
+    status: int
+    hash: str | None = None
+    matches: list[MatchOut] = []
+    error: str | None = None
+    message: str | None = None
+    field: str | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemOut]
 
 
 T = TypeVar("T")

@@ -197,12 +197,15 @@ class ChainGateway:
                 decoders[Web3.keccak(text=signature)] = (name, getattr(contract.events, item["name"])())
         return decoders
 
+    def raw_logs(self, from_block: int, to_block: int, addresses: Sequence[str]) -> list[Any]:
+        """Undecoded logs of `addresses` in [from_block, to_block] (what the intake cache needs)."""
+        return self._call(
+            lambda: self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block, "address": list(addresses)})
+        )
+
     def get_logs(self, from_block: int, to_block: int) -> list[DecodedLog]:
         """Decoded events of the indexed contracts in [from_block, to_block], in chain order."""
-        addresses = [self.contract(name).address for name in INDEXED_CONTRACTS]
-        raw = self._call(
-            lambda: self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block, "address": addresses})
-        )
+        raw = self.raw_logs(from_block, to_block, [self.contract(name).address for name in INDEXED_CONTRACTS])
         decoded = []
         for log in raw:
             if not log["topics"]:

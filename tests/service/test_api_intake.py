@@ -283,10 +283,11 @@ def offer_hash_of(submitted) -> str:
     return parse_typed(Offer, submitted.order.order).struct_hash().hex()
 
 
-def test_submit_offer__chain_round_trips__one_batch_and_never_the_chain_id(env, request):
-    """An order's chain checks (time, token, counter, collateral) travel in one JSON-RPC batch, and
-    the chain id is read once per gateway (web3's validation middleware used to ask for it around
-    every call: 7 of an order's 11.5 round trips)."""
+def test_submit_offer__chain_round_trips__one_batch_then_none_and_never_the_chain_id(env, request):
+    """An order's chain checks (time, token, counter, collateral) travel in one JSON-RPC batch, the
+    next order of the same owner is checked against what that batch read (no round trip), and the
+    chain id is read once per gateway (web3's validation middleware used to ask for it around every
+    call: 7 of an order's 11.5 round trips)."""
     market, service, client = env
     assert service.gateway.chain_id == market.w3.eth.chain_id  # read once, as any first order does
     single: list[str] = []
@@ -310,10 +311,16 @@ def test_submit_offer__chain_round_trips__one_batch_and_never_the_chain_id(env, 
     request.addfinalizer(lambda: service.gateway.w3.middleware_onion.remove("counting"))
     provider.make_batch_request = counted_batch
     request.addfinalizer(lambda: setattr(provider, "make_batch_request", make_batch_request))
+    service.book.chain_state.clear()
     offer = market.offer(gpuModel=2, vramGb=24)
     response = submit(client, "/offers", json_message(offer), market.sign(offer, PROVIDER))
     assert response.status_code == 201, response.text
     assert batches == [["eth_getBlockByNumber"] + ["eth_call"] * 4] and single == []
+
+    again = market.offer(gpuModel=2, vramGb=24)
+    response = submit(client, "/offers", json_message(again), market.sign(again, PROVIDER))
+    assert response.status_code == 201, response.text
+    assert len(batches) == 1 and single == []
 
 
 def test_submit__more_concurrent_writers_than_threads_and_pooled_connections__all_answered(env):

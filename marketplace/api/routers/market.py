@@ -14,7 +14,7 @@ from marketplace.api.metrics import INDEXED_BLOCK, LOOP_ERRORS, LOOP_PASSES, REG
 from marketplace.api.schemas import HealthOut, MarketStatsOut, ProviderOut, ProviderRegistration
 from marketplace.db.models import ChainCursor, DealRow, JobSpecRow, OrderRow, OrderSide, OrderStatus, ProviderRow
 from marketplace.errors import InvalidSignature, NotFound
-from marketplace.orderbook import parse_signature, parse_typed
+from marketplace.orderbook import parse_signature, parse_typed, signer_of
 from marketplace.signing import DealStatus, ProviderProfile
 
 router = APIRouter(route_class=SessionReleasingRoute)
@@ -26,7 +26,7 @@ def register_provider(body: ProviderRegistration, request: Request, service: Ser
                       session: SessionDep) -> ProviderOut:
     profile = parse_typed(ProviderProfile, body.profile)
     rate_limit_address(request, profile.provider)
-    signer = profile.recover(parse_signature(body.signature), service.gateway.chain_id, service.gateway.market.address)
+    signer = signer_of(profile, parse_signature(body.signature), service.gateway)
     if signer != profile.provider:
         raise InvalidSignature(f"profile must be signed by the provider {profile.provider}")
     row = session.get(ProviderRow, profile.provider) or ProviderRow(address=profile.provider, name=profile.name)

@@ -8,9 +8,14 @@ from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import func
 from sqlmodel import select
 
-from marketplace.api.deps import ServiceDep, SessionDep, SessionReleasingRoute, WriteLimited, rate_limit_address
+from marketplace.api.deps import (
+    ServiceDep, SessionDep, SessionReleasingRoute, WriteLimited, rate_limit_address, rate_limit_ip,
+)
 from marketplace.api.metrics import ORDERS_SUBMITTED
 from marketplace.api.schemas import (
+    BatchItemOut,
+    BatchOut,
+    BatchSubmission,
     CancelSubmission,
     MatchOut,
     OfferSubmission,
@@ -20,7 +25,8 @@ from marketplace.api.schemas import (
     SubmittedOut,
 )
 from marketplace.db.models import MatchRow, OrderRow, OrderSide, OrderStatus
-from marketplace.errors import NotFound
+from marketplace.errors import MarketError, NotFound
+from marketplace.orderbook import Submitted
 
 router = APIRouter(tags=["orders"], route_class=SessionReleasingRoute)
 
@@ -62,6 +68,37 @@ def submit_request(body: RequestSubmission, request: Request, service: ServiceDe
     ORDERS_SUBMITTED.labels(side="request").inc()
     return SubmittedOut(order=order_out(session.get(OrderRow, submitted.order_hash)),
                         matches=[match_out(m) for m in submitted.matches])
+
+
+@router.post("/orders/batch", response_model=BatchOut, summary="Submit many signed offers and requests at once",
+             description="Each order is judged on its own, exactly as POST /offers or /requests would judge it; "
+                         "its `status` in `results` is the status that call would have answered (201 accepted). "
+                         "Accepted orders are stored and matched in the given order, and the deals they make are "
+                         "sent together. Every order counts against the per-IP and per-address write limits.")
+def submit_batch(body: BatchSubmission, request: Request, service: ServiceDep) -> BatchOut:
+    rate_limit_ip(request, len(body.orders))
+    items: list[tuple] = []
+    limited: dict[int, MarketError] = {}
+    for index, item in enumerate(body.orders):
+        try:
+            rate_limit_address(request, _owner_of(item.order, "provider" if item.side == OrderSide.OFFER else "trainer"))
+        except MarketError as exc:
+            limited[index] = exc
+            continue
+        items.append((item.side, item.order, item.signature, item.job_spec))
+    outcomes = iter(service.book.submit_many(items))
+    results = []
+    for index, item in enumerate(body.orders):
+        outcome = limited.get(index) or next(outcomes)
+        if isinstance(outcome, Submitted):
+            ORDERS_SUBMITTED.labels(side=item.side.value).inc()
+            results.append(BatchItemOut(status=status.HTTP_201_CREATED, hash=outcome.order_hash,
+                                        matches=[match_out(m) for m in outcome.matches]))
+        else:
+            results.append(BatchItemOut(status=outcome.http_status, error=outcome.code, message=outcome.message,
+                                        field=outcome.field))
+    accepted = sum(r.status == status.HTTP_201_CREATED for r in results)
+    return BatchOut(accepted=accepted, rejected=len(results) - accepted, results=results)
 
 
 @router.post("/orders/{order_hash}/cancel", response_model=OrderOut, dependencies=[WriteLimited],
