@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from eth_utils import is_hex_address, keccak, to_checksum_address
-from sqlalchemy import func
+from eth_utils import keccak
+from sqlalchemy import func, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -28,11 +29,11 @@ from marketplace.matching.orders import Side
 from marketplace.chain.gateway import ChainGateway
 from marketplace.chain.state_cache import ChainStateCache, IntakeState
 from marketplace.chain.sender import TxSender
-from marketplace.db.models import MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, JobSpecRow
+from marketplace.db.models import JobSpecRow, MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, utcnow
 from marketplace.db.session import session_scope
 from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, InvalidSignature, MarketError, NotFound
 from marketplace.matching.errors import MatchingError
-from marketplace.signing import CancelOrder, Offer, Request, SettlementRule, SignatureError
+from marketplace.signing import CancelOrder, Offer, Request, SettlementRule, SignatureError, checksum_address
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,12 @@ def _parse_field(name: str, solidity_type: str, value: Any) -> Any:
             raise InvalidInput(f"{name} must be true or false", field=name)
         return value
     if solidity_type == "address":
-        if not isinstance(value, str) or not is_hex_address(value):
+        if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
             raise InvalidInput(f"{name} must be a 0x-prefixed 20-byte address", field=name)
-        return to_checksum_address(value)
+        try:
+            return checksum_address(value)
+        except ValueError:
+            raise InvalidInput(f"{name} must be a 0x-prefixed 20-byte address", field=name) from None
     if solidity_type == "bytes32":
         if not isinstance(value, str) or len(value) != 66 or not value.startswith("0x"):
             raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name)
@@ -168,15 +172,29 @@ class VerifiedOrder:
     now: int
     job_spec: dict[str, Any] | None
 
-    def row(self, seq: int) -> OrderRow:
+    def row(self, seq: int, created_at: datetime) -> dict[str, Any]:
+        """Its `orders` row, as the values of a bulk insert (building ORM objects cost more than the insert)."""
         order = self.order
         is_offer = isinstance(order, Offer)
-        return OrderRow(
+        return dict(
             hash=self.order_hash, side=self.side, owner=self.owner, token=order.token, gpu_model=order.gpuModel,
             price=str(order.pricePerGpuHour if is_offer else order.maxPricePerGpuHour),
-            capacity=order.capacityGpuHours if is_offer else order.totalHours,
-            expiry=order.expiry, seq=seq, payload=message_json(order), signature=self.signature,
+            capacity=order.capacityGpuHours if is_offer else order.totalHours, filled=0, reserved=0,
+            expiry=order.expiry, status=OrderStatus.OPEN, seq=seq, payload=message_json(order),
+            signature=self.signature, created_at=created_at,
         )
+
+
+class _PendingOrder:
+    """A verified order waiting to be accepted by whichever thread holds the book next."""
+
+    __slots__ = ("verified", "done", "result", "error")
+
+    def __init__(self, verified: VerifiedOrder):
+        self.verified = verified
+        self.done = threading.Event()
+        self.result: Submitted | MarketError | None = None
+        self.error: BaseException | None = None
 
 
 def signer_of(message: Any, signature: bytes, gateway: ChainGateway) -> str:
@@ -206,6 +224,8 @@ class OrderBookService:
         self._matcher = ContinuousMatcher()
         self._last_now = 0
         self._next_seq: int | None = None  # read from the DB once, then counted under the lock
+        self._pending: list[_PendingOrder] = []  # verified single orders waiting for the lock
+        self._pending_lock = threading.Lock()
         self.chain_state = ChainStateCache(gateway)
         sender.on_receipt("open_deals", self._on_open_deals_receipt)
 
@@ -236,10 +256,38 @@ class OrderBookService:
     def submit(self, side: OrderSide, message: dict[str, Any], signature: str,
                job_spec: dict[str, Any] | None = None) -> Submitted:
         """Verify one signed order, store it and match it (or let it rest); MarketError if refused."""
-        result = self._accept([self.verify(side, message, signature, job_spec)])[0]
+        result = self._accept_combined(self.verify(side, message, signature, job_spec))
         if isinstance(result, MarketError):
             raise result
         return result
+
+    def _accept_combined(self, verified: VerifiedOrder) -> Submitted | MarketError:
+        """Accept one order, together with every other order verified meanwhile (group commit).
+
+        Orders that arrive while the book is busy queue up; whichever thread gets the book's lock
+        next stores and matches all of them in one DB transaction, and the others find their result
+        ready. Storing one order per transaction made concurrent single-order intake wait on the
+        lock (and on the GIL's hand-offs) about 10 ms per order (BENCHMARKS.md, service section)."""
+        slot = _PendingOrder(verified)
+        with self._pending_lock:
+            self._pending.append(slot)
+        with self._lock:
+            if not slot.done.is_set():
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    results = self._accept([pending.verified for pending in batch])
+                except BaseException as exc:
+                    for pending in batch:
+                        pending.error = exc
+                        pending.done.set()
+                    raise
+                for pending, result in zip(batch, results, strict=True):
+                    pending.result = result
+                    pending.done.set()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
 
     def submit_many(self, orders: list[tuple[OrderSide, dict[str, Any], str, dict[str, Any] | None]]
                     ) -> list[Submitted | MarketError]:
@@ -290,6 +338,8 @@ class OrderBookService:
             if self._next_seq is None:
                 self._next_seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
             accepted: list[tuple[int, VerifiedOrder]] = []
+            rows: list[dict[str, Any]] = []
+            created_at = utcnow()
             deals: list[MatchedDeal] = []
             try:
                 for i, v in todo:
@@ -306,11 +356,13 @@ class OrderBookService:
                         results[i] = InvalidInput(str(exc), field=getattr(exc, "field", None))
                         continue
                     known.add(v.order_hash)
-                    session.add(v.row(self._next_seq))
+                    rows.append(v.row(self._next_seq, created_at))
                     self._next_seq += 1
                     if v.job_spec is not None and session.get(JobSpecRow, v.order.jobSpecHash) is None:
                         session.add(JobSpecRow(hash=v.order.jobSpecHash, spec=json.dumps(v.job_spec, sort_keys=True)))
                     accepted.append((i, v))
+                if rows:
+                    session.execute(insert(OrderRow), rows)
                 session.flush()
                 matches = self._propose(session, deals)
             except BaseException:

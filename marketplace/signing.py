@@ -7,11 +7,12 @@ contract, so a drift on either side fails the build.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass
 from enum import IntEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar
 
+from Crypto.Hash import keccak as _pycryptodome_keccak
 from coincurve import PublicKey
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
@@ -20,6 +21,12 @@ DOMAIN_NAME = "ComputeMarket"
 DOMAIN_VERSION = "1"
 _DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _keccak256(data: bytes) -> bytes:
+    # pycryptodome directly, the backend eth-utils' keccak reaches through two wrappers: a third of
+    # the cost of the three hashes every order needs.
+    return _pycryptodome_keccak.new(digest_bits=256, data=data).digest()
 
 
 class SignatureError(ValueError):
@@ -54,7 +61,14 @@ def recover_digest(digest: bytes, signature: bytes) -> str:
         public_key = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
     except ValueError:
         raise SignatureError("signature does not recover to any public key") from None
-    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+    return checksum_address("0x" + _keccak256(public_key.format(compressed=False)[1:])[-20:].hex())
+
+
+@lru_cache(maxsize=1 << 16)
+def checksum_address(value: str) -> str:
+    """EIP-55 form of a 0x-prefixed hex address (ValueError if it is not one). Cached: the same
+    owners and tokens come back with every order, and each checksum costs a keccak."""
+    return to_checksum_address(value)
 
 
 class SettlementRule(IntEnum):
@@ -100,20 +114,23 @@ class _Typed:
 
     def as_tuple(self) -> tuple[Any, ...]:
         """Positional values in the contract's field order, for contract calls."""
-        return astuple(self)
+        return tuple(getattr(self, name) for name, _ in self.TYPES)
 
     def message(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name, _ in self.TYPES}
 
     def struct_hash(self) -> bytes:
         """hashStruct(): keccak(typehash ‖ encodeData). Every field is one 32-byte word (the types
         here are all static, and a `string` enters as its keccak), so the words are built directly:
         eth-abi's generic encoder made this most of an order's EIP-712 cost. Parity with eth-account
         and the contract is tested (tests/service/test_signing_types.py, tests/contracts)."""
-        words = [_typehash(type(self))]
-        for (name, solidity_type), value in zip(self.TYPES, self.as_tuple(), strict=True):
-            words.append(_WORD_ENCODERS[solidity_type](name, value))
-        return keccak(b"".join(words))
+        cached = self.__dict__.get("_struct_hash")  # frozen: computed once per message
+        if cached is None:
+            words = [_typehash(type(self))]
+            for name, solidity_type in self.TYPES:
+                words.append(_WORD_ENCODERS[solidity_type](name, getattr(self, name)))
+            cached = self.__dict__["_struct_hash"] = _keccak256(b"".join(words))
+        return cached
 
     def typed_data(self, chain_id: int, verifying_contract: str) -> dict[str, Any]:
         return {
@@ -138,7 +155,7 @@ class _Typed:
 
     def digest(self, chain_id: int, verifying_contract: str) -> bytes:
         # EIP-191 version 0x01: keccak(0x19 ‖ 0x01 ‖ domainSeparator ‖ structHash)
-        return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + self.struct_hash())
+        return _keccak256(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + self.struct_hash())
 
     def sign(self, private_key: bytes | str, chain_id: int, verifying_contract: str) -> bytes:
         return bytes(Account.unsafe_sign_hash(self.digest(chain_id, verifying_contract), private_key).signature)

@@ -58,8 +58,10 @@ class IntakeResults:
     crypto: list[dict[str, Any]] = field(default_factory=list)
     levels: list[dict[str, Any]] = field(default_factory=list)
     trivial: list[dict[str, Any]] = field(default_factory=list)
+    batch_levels: list[dict[str, Any]] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     inprocess: dict[str, Any] | None = None
+    inprocess_batch: dict[str, Any] | None = None
     stored_orders: int | None = None
 
 
@@ -112,7 +114,15 @@ def crypto_cost(stack: Stack, orders: list[tuple], workdir: Path, backend: str |
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def inprocess_submit(stack: Stack, workdir: Path, orders: list[tuple]) -> dict[str, Any]:
+def batch_bodies(orders: list[tuple], per_request: int) -> list[tuple[str, bytes]]:
+    """POST /orders/batch bodies of `per_request` orders each."""
+    return [("/orders/batch", json.dumps({"orders": [{"side": side, "order": message, "signature": signature}
+                                                     for _, _, side, message, signature in orders[i:i + per_request]]
+                                          }).encode())
+            for i in range(0, len(orders), per_request)]
+
+
+def inprocess_submit(stack: Stack, workdir: Path, orders: list[tuple], per_call: int = 1) -> dict[str, Any]:
     """The service's own `submit` called in this process, one order at a time: its cost without
     HTTP or concurrency, and how many JSON-RPC calls to the node each order makes."""
     from collections import Counter
@@ -123,7 +133,7 @@ def inprocess_submit(stack: Stack, workdir: Path, orders: list[tuple]) -> dict[s
     from marketplace.db.models import OrderSide
     from marketplace.service import MarketService
 
-    settings = Settings(database_url=f"sqlite:///{workdir / 'inprocess.db'}", rpc_url=stack.devnet.url,
+    settings = Settings(database_url=f"sqlite:///{workdir / f'inprocess-{per_call}.db'}", rpc_url=stack.devnet.url,
                         registry=stack.registry_path, matcher_private_key=ANVIL_KEYS[MATCHER], confirmations=0,
                         _env_file=None)
     service = MarketService(settings)
@@ -149,11 +159,19 @@ def inprocess_submit(stack: Stack, workdir: Path, orders: list[tuple]) -> dict[s
     service.book.submit(OrderSide.OFFER if orders[0][2] == "offer" else OrderSide.REQUEST, orders[0][3], orders[0][4])
     calls.clear()
     started, cpu = time.perf_counter(), time.process_time()
-    for _, _, side, message, signature in orders[1:]:
-        service.book.submit(OrderSide.OFFER if side == "offer" else OrderSide.REQUEST, message, signature)
+    if per_call == 1:
+        for _, _, side, message, signature in orders[1:]:
+            service.book.submit(OrderSide.OFFER if side == "offer" else OrderSide.REQUEST, message, signature)
+    else:
+        for i in range(1, len(orders), per_call):
+            results = service.book.submit_many([(OrderSide(side), message, signature, None)
+                                                for _, _, side, message, signature in orders[i:i + per_call]])
+            refused = [r for r in results if not hasattr(r, "order_hash")]
+            if refused:
+                raise RuntimeError(f"in-process submit_many refused orders: {refused[:3]}")
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = len(orders) - 1
-    return {"orders": n, "ms_per_order": wall / n * 1000, "cpu_ms_per_order": cpu / n * 1000,
+    return {"orders": n, "per_call": per_call, "ms_per_order": wall / n * 1000, "cpu_ms_per_order": cpu / n * 1000,
             "rpc_calls_per_order": sum(v for k, v in calls.items() if not k.startswith("(")) / n,
             "round_trips_per_order": sum(v for k, v in calls.items() if "in a batch" not in k) / n,
             "rpc_by_method": {k: v / n for k, v in calls.most_common()}}
@@ -171,28 +189,36 @@ def level_row(label: str, result, meter: CpuMeter) -> dict[str, Any]:
 
 
 def run_intake(stack: Stack, workdir: Path, *, orders_per_level: int, levels: tuple[int, ...], profile_orders: int,
-               signers: int, progress=print) -> IntakeResults:
+               signers: int, batch_levels: tuple[tuple[int, int], ...] = (), batch_orders: int = 10_000,
+               progress=print) -> IntakeResults:
+    """Single-order levels (POST /offers, /requests at each concurrency), then batch levels
+    (POST /orders/batch with `per_request` orders, at a concurrency), each with orders of its own."""
     results = IntakeResults()
     providers = [Signer.derive("intake-provider", i) for i in range(signers)]
     trainers = [Signer.derive("intake-trainer", i) for i in range(signers)]
     progress(f"funding {2 * signers} intake signers (mint, approve, deposit/stake)")
     stack.fund(trainers, providers, deposit=10_000 * USDC, stake=10_000 * USDC)
 
-    total = orders_per_level * len(levels) + profile_orders + 100 + INPROCESS_ORDERS
+    inprocess_orders = 2 * INPROCESS_ORDERS + 1
+    total = orders_per_level * len(levels) + batch_orders * len(batch_levels) + profile_orders + 100 + inprocess_orders
     progress(f"pre-signing {total:,} orders (not timed)")
     started = time.perf_counter()
     signed = make_orders(stack, providers, trainers, total, salt=1_000_000)
     progress(f"  signed in {time.perf_counter() - started:.1f}s")
-    warmup, inprocess, rest = signed[:100], signed[100:100 + INPROCESS_ORDERS], signed[100 + INPROCESS_ORDERS:]
+    warmup, inprocess, rest = signed[:100], signed[100:100 + inprocess_orders], signed[100 + inprocess_orders:]
     batches = [rest[i * orders_per_level:(i + 1) * orders_per_level] for i in range(len(levels))]
-    profiled = rest[len(levels) * orders_per_level:]
+    rest = rest[len(levels) * orders_per_level:]
+    batch_sets = [rest[i * batch_orders:(i + 1) * batch_orders] for i in range(len(batch_levels))]
+    profiled = rest[len(batch_levels) * batch_orders:]
 
     progress("baseline: EIP-712 encode + recover in-process (coincurve, then pure-Python eth_keys)")
     results.crypto.append(crypto_cost(stack, signed, workdir, None, 2000))
     results.crypto.append(crypto_cost(stack, signed, workdir, "eth_keys.backends.NativeECCBackend", 200))
 
     progress(f"in-process OrderBookService.submit of {len(inprocess)} orders (no HTTP; RPC calls counted)")
-    results.inprocess = inprocess_submit(stack, workdir, inprocess)
+    results.inprocess = inprocess_submit(stack, workdir, inprocess[:INPROCESS_ORDERS])
+    progress(f"in-process OrderBookService.submit_many of {INPROCESS_ORDERS + 1} orders, 100 per call")
+    results.inprocess_batch = inprocess_submit(stack, workdir, inprocess[INPROCESS_ORDERS:], per_call=100)
 
     service = ServiceProcess(stack, workdir, "intake", matching_mode="continuous", poll_interval_seconds=1.0)
     progress("starting marketplace serve (continuous matching, SQLite file, 1 uvicorn worker)")
@@ -212,6 +238,17 @@ def run_intake(stack: Stack, workdir: Path, *, orders_per_level: int, levels: tu
             row["book_before"] = 100 + sum(r["accepted"] for r in results.levels)
             results.levels.append(row)
             progress(f"  {row['rate']:.0f} orders/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                     f"statuses {row['statuses']}")
+        for (per_request, concurrency), orders in zip(batch_levels, batch_sets, strict=True):
+            progress(f"intake: {len(orders):,} orders in POST /orders/batch of {per_request}, concurrency {concurrency}")
+            meter = CpuMeter({"service": service.pid, "anvil": stack.anvil_pid}).start()
+            result = fire(service.url, batch_bodies(orders, per_request), concurrency, batch=True)
+            meter.stop()
+            row = level_row(f"marketplace serve, batches of {per_request}", result, meter)
+            row["per_request"] = per_request
+            row["book_before"] = 100 + sum(r["accepted"] for r in results.levels + results.batch_levels)
+            results.batch_levels.append(row)
+            progress(f"  {row['rate']:.0f} orders/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms (per request), "
                      f"statuses {row['statuses']}")
         if profiled:
             progress(f"profiling the service with py-spy on {len(profiled):,} more orders (not in the table above)")
@@ -260,10 +297,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="16,64", help="comma-separated levels (default %(default)s)")
     parser.add_argument("--profile-orders", type=int, default=2000, help="orders of the py-spy run (0: none)")
     parser.add_argument("--signers", type=int, default=100, help="providers and as many trainers (default %(default)s)")
+    parser.add_argument("--batch", default="100x4", help="batch levels, orders per request x concurrency, comma-separated "
+                        "(default %(default)s; empty: none)")
+    parser.add_argument("--batch-orders", type=int, default=10_000, help="orders per batch level (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.levels = tuple(int(x) for x in args.concurrency.split(",") if x.strip())
+    args.batch_levels = parse_batch_levels(args.batch)
     return args
+
+
+def parse_batch_levels(text: str) -> tuple[tuple[int, int], ...]:
+    """"100x4,50x8" → ((100, 4), (50, 8))."""
+    return tuple((int(n), int(c)) for n, c in (x.strip().split("x") for x in text.split(",") if x.strip()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             load_start = load_average()
             stack.start()
             results = run_intake(stack, Path(tmp), orders_per_level=args.orders, levels=args.levels,
-                                 profile_orders=args.profile_orders, signers=args.signers)
+                                 profile_orders=args.profile_orders, signers=args.signers,
+                                 batch_levels=args.batch_levels, batch_orders=args.batch_orders)
             results.meta["load_start"], results.meta["load_end"] = load_start, load_average()
         finally:
             stack.close()

@@ -27,9 +27,13 @@ class LoadResult:
     latencies_ms: list[float]  # of accepted (2xx) requests, sorted
     statuses: Counter
     errors: list[str] = field(default_factory=list)  # first few non-2xx bodies / exceptions
+    batch_accepted: int | None = None  # POST /orders/batch: orders accepted, from the bodies
 
     @property
     def accepted(self) -> int:
+        """Orders accepted: 2xx responses, or for batches the orders the bodies say were accepted."""
+        if self.batch_accepted is not None:
+            return self.batch_accepted
         return sum(n for status, n in self.statuses.items() if isinstance(status, int) and 200 <= status < 300)
 
     @property
@@ -41,10 +45,12 @@ class LoadResult:
 
     @property
     def non_2xx(self) -> int:
-        return self.requests - self.accepted
+        """Requests not answered 2xx, plus orders a batch answer refused."""
+        return sum(n for status, n in self.statuses.items() if not (isinstance(status, int) and 200 <= status < 300))
 
 
-async def _fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int) -> LoadResult:
+async def _fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int, batch: bool) -> LoadResult:
+    accepted = [0]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     statuses: Counter = Counter()
@@ -66,6 +72,14 @@ async def _fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int)
                 statuses[response.status_code] += 1
                 if 200 <= response.status_code < 300:
                     latencies.append(elapsed)
+                    if batch:
+                        answer = response.json()
+                        accepted[0] += answer["accepted"]
+                        for item in answer["results"]:
+                            if item["status"] != 201:
+                                statuses[f"order {item['status']}"] += 1
+                                if len(errors) < 5:
+                                    errors.append(f"order {item['status']}: {item['message']}")
                 elif len(errors) < 5:
                     errors.append(f"{response.status_code}: {response.text[:300]}")
 
@@ -73,12 +87,13 @@ async def _fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     latencies.sort()
-    return LoadResult(len(items), concurrency, wall, latencies, statuses, errors)
+    return LoadResult(len(items), concurrency, wall, latencies, statuses, errors, accepted[0] if batch else None)
 
 
-def fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int) -> LoadResult:
-    """POST every (path, JSON body) once, `concurrency` requests in flight; time the whole."""
-    return asyncio.run(_fire(base_url, items, concurrency))
+def fire(base_url: str, items: list[tuple[str, bytes]], concurrency: int, *, batch: bool = False) -> LoadResult:
+    """POST every (path, JSON body) once, `concurrency` requests in flight; time the whole. With
+    `batch`, bodies are POST /orders/batch bodies and orders accepted are counted from the answers."""
+    return asyncio.run(_fire(base_url, items, concurrency, batch))
 
 
 # ───────────────────────────── profiling ─────────────────────────────

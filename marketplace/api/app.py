@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from marketplace.api.deps import RateLimiter
 from marketplace.api.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -62,12 +63,31 @@ def create_app(service: MarketService, *, start_loops: bool = False) -> FastAPI:
             "error": "invalid_input", "message": f"{location or 'request'}: {first.get('msg')}", "field": location or None,
         })
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        HTTP_LATENCY.observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestMetrics)
     return app
+
+
+class RequestMetrics:
+    """Counts requests by method and status and times them. Plain ASGI: Starlette's
+    BaseHTTPMiddleware (`@app.middleware`) costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            HTTP_LATENCY.observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(method=scope["method"], status=str(status[0])).inc()
