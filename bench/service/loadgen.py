@@ -144,8 +144,8 @@ class PySpy:
 # Ordered: the first category whose pattern matches any frame of a stack takes the sample.
 CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("background loops (matching window, sender, indexer, keeper)", re.compile(r"market-loops|_run \(marketplace/service")),
-    ("EIP-712 encode (eth_account encode_typed_data)", re.compile(r"encode_typed_data")),
     ("ECDSA recover (eth_keys/coincurve)", re.compile(r"recover_message|eth_keys|coincurve")),
+    ("EIP-712 hashing (marketplace/signing.py, keccak)", re.compile(r"encode_typed_data|marketplace/signing\.py")),
     ("chain reads: RPC to anvil (web3, requests, urllib3, http.client)", re.compile(r"web3/|requests/|urllib3/|http/client")),
     ("SQLite through SQLAlchemy/SQLModel", re.compile(r"sqlalchemy/|sqlmodel/|sqlite3|alembic/")),
     ("matching engine (marketplace/matching)", re.compile(r"marketplace/matching/")),
