@@ -266,7 +266,6 @@ def render_markdown(r: dict[str, Any]) -> str:
 def analysis(r: dict[str, Any]) -> dict[str, str]:
     """The 'what limits it' paragraphs, with this run's numbers."""
     intake, variants = r["intake"], r["e2e"]
-    inproc = intake.get("inprocess") or {}
     profile = intake.get("profile") or {}
     cats = {name: count / profile["samples"] * 100 for name, count in profile.get("categories", [])}
     rpc = cats.get("chain reads: RPC to anvil (web3, requests, urllib3, http.client)", 0)
@@ -277,11 +276,9 @@ def analysis(r: dict[str, Any]) -> dict[str, str]:
             + cats.get("uvicorn/h11/asyncio (HTTP server, event loop)", 0))
     coin = next((c for c in intake["crypto"] if c["backend"] == "CoinCurveECCBackend"), None)
     best = max(intake["levels"], key=lambda x: x["rate"])
-    by_method = inproc.get("rpc_by_method", {})
     trivial = [t for t in intake["trivial"] if t.get("workers") == 1]
     trivial_cpu = min((t["cpu_ms_per_order"]["service"] for t in trivial), default=float("nan"))
     client_cpu = max((t["cpu_ms_per_order"]["load generator"] for t in trivial), default=float("nan"))
-    methods = ", ".join(f"{k} {v:.2f}" for k, v in by_method.items())
     batch_levels = intake.get("batch_levels", [])
     best_batch = max(batch_levels, key=lambda x: x["rate"], default=None)
     inproc_batch = intake.get("inprocess_batch") or {}
