@@ -9,7 +9,7 @@ from web3.logs import DISCARD
 from marketplace.chain.gateway import MARKET, STAKING, ChainGateway
 from marketplace.registry import Registry
 
-from devnet_market import MATCHER, PROVIDER, TRAINER, USDC, DevnetMarket  # noqa: I001
+from devnet_market import MATCHER, PROVIDER, TRAINER, USDC, DevnetMarket, RpcCount  # noqa: I001
 
 pytestmark = pytest.mark.anvil
 
@@ -66,32 +66,6 @@ def test_read__unknown_function__attribute_error_naming_it(chain):
 # ───────────── batched reads: read_many, get_deals, order_states, receipts, get_blocks ─────────────
 
 
-class RpcCount:
-    """Counts the JSON-RPC traffic of one gateway: single calls and batch round trips (the node
-    still answers every call; nothing is stubbed)."""
-
-    def __init__(self, gateway: ChainGateway):
-        provider = gateway.w3.provider
-        self.single: list[str] = []
-        self.batches: list[list[str]] = []
-        single, batch = provider.make_request, provider.make_batch_request
-
-        def counting(method, params):
-            self.single.append(method)
-            return single(method, params)
-
-        def counting_batch(requests):
-            self.batches.append([method for method, _ in requests])
-            return batch(requests)
-
-        # Before the gateway's first request: web3 composes its middleware around make_request.
-        provider.make_request, provider.make_batch_request = counting, counting_batch
-
-    def clear(self) -> None:
-        self.single.clear()
-        self.batches.clear()
-
-
 @pytest.fixture(scope="module")
 def deals(chain):
     """Two deals opened by the matcher; returns their ids, the orders' hashes and the block
@@ -126,7 +100,7 @@ def test_read_many__equals_one_read_each__in_one_round_trip(chain, deals, counte
     one_each = [gateway.read(name, function, *args) for name, function, args in reads]
     rpc.clear()
     assert gateway.read_many(reads) == one_each
-    assert rpc.single == [] and rpc.batches == [["eth_call"] * len(reads)]
+    assert rpc.single == [] and [rpc.methods(b) for b in rpc.batches] == [["eth_call"] * len(reads)]
     assert gateway.read_many([]) == [] and len(rpc.batches) == 1  # nothing to read: no request
 
 
@@ -160,7 +134,7 @@ def test_read_many__node_refuses_batches__same_results_one_call_each(chain, deal
                                                               "error": {"code": -32600, "message": "batch disabled"}}
     rpc.clear()
     assert gateway.get_deals(deal_ids) + gateway.order_states(hashes) == expected
-    assert rpc.single == ["eth_call"] * (len(deal_ids) + len(hashes))
+    assert rpc.methods(rpc.single) == ["eth_call"] * (len(deal_ids) + len(hashes))
 
 
 def test_receipts__equal_web3s_receipt__none_when_unknown(chain, deals, counted):
@@ -172,7 +146,7 @@ def test_receipts__equal_web3s_receipt__none_when_unknown(chain, deals, counted)
     rpc.clear()
     got = gateway.receipts(hashes)
     assert got[:2] == [market.w3.eth.get_transaction_receipt(h) for h in hashes[:2]] and got[2] is None
-    assert rpc.batches == [["eth_getTransactionReceipt"] * 3]
+    assert [rpc.methods(b) for b in rpc.batches] == [["eth_getTransactionReceipt"] * 3]
     # The handlers decode events from it exactly as from web3's own receipt.
     events = market.market.events.DealOpened().process_receipt(got[1], errors=DISCARD)
     assert [e["args"]["dealId"] for e in events] == [deals[0][1]]
