@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session, select
 from web3 import Web3
 
-from marketplace.db.models import ChainTx, MatchRow, MatchState, OrderRow, OrderSide
+from marketplace.db.models import ChainTx, MatchRow, MatchState, OrderRow, OrderSide, TxState
 from marketplace.service import MarketService
 from marketplace.signing import DealStatus
 
@@ -80,3 +80,34 @@ def test_open_then_settle__per_deal_reads_in_one_batch_each__state_equals_the_ch
 
     service.sender.pump()
     assert [service.gateway.get_deal(d)["status"] for d in deal_ids] == [DealStatus.SETTLED] * DEALS
+
+
+def test_sender__one_transaction_per_deal__node_nonce_and_fees_once__receipts_in_one_batch(env, tmp_path):
+    market, _, _ = env
+    service = MarketService(service_settings(market, tmp_path, matching_mode="batch", max_batch_size=1))
+    rpc = RpcCount(service.gateway)
+    service.book.load()
+    offer = market.offer(PROVIDER, gpuModel=7)
+    service.book.submit(OrderSide.OFFER, json_message(offer), market.sign(offer, PROVIDER))
+    for _ in range(DEALS):
+        request = market.request(TRAINER, gpuModel=7)
+        service.book.submit(OrderSide.REQUEST, json_message(request), market.sign(request, TRAINER))
+    assert len(service.book.run_batch().deals) == DEALS
+
+    rpc.clear()
+    service.sender.pump()
+    single = rpc.methods(rpc.single)
+    assert single.count("eth_estimateGas") == single.count("eth_sendRawTransaction") == DEALS
+    assert single.count("eth_getTransactionCount") == single.count("eth_maxPriorityFeePerGas") == 1
+    assert "eth_getTransactionReceipt" not in single
+    assert [rpc.methods(b).count("eth_getTransactionReceipt") for b in rpc.batches if
+            "eth_getTransactionReceipt" in rpc.methods(b)] == [DEALS]
+    with Session(service.engine) as session:
+        txs = session.exec(select(ChainTx).order_by(ChainTx.nonce)).all()
+        assert [tx.state for tx in txs] == [TxState.CONFIRMED] * DEALS
+        assert [tx.nonce for tx in txs] == list(range(txs[0].nonce, txs[0].nonce + DEALS))
+        assert [m.state for m in session.exec(select(MatchRow)).all()] == [MatchState.OPENED] * DEALS
+
+    rpc.clear()
+    service.sender.pump()  # nothing queued or in flight: no request at all
+    assert rpc.single == [] and rpc.batches == []
