@@ -277,11 +277,18 @@ class Indexer:
             raise _ChainMoved
         return block
 
+    def _blocks(self, numbers: list[int]) -> list[Any]:
+        """Several blocks in one round trip; a missing one means the chain moved."""
+        blocks = self.gateway.get_blocks(numbers)
+        if any(block is None for block in blocks):
+            raise _ChainMoved
+        return blocks
+
     def _read(self, cursor: Cursor, end: int) -> _Chunk:
         start = cursor.block_number + 1
         while True:
-            last = self._block(end)  # read before the logs: if it is unchanged after, so are they
-            first = last if end == start else self._block(start)
+            # Both read before the logs: if the last block is unchanged after, so are they.
+            last, first = self._blocks([end, start]) if end != start else [self._block(end)] * 2
             if _hex(first["parentHash"]) != cursor.block_hash:
                 raise _ChainMoved  # the cursor block was replaced; _verified rolls back
             try:
@@ -294,13 +301,18 @@ class Indexer:
                 end = start + self.chunk_size - 1
                 continue
             break
+        numbers = {entry.block_number for entry in logs}
         blocks: dict[int, Any] = {end: last}
-        for number in sorted({entry.block_number for entry in logs} - blocks.keys()):
-            blocks[number] = first if number == start else self._block(number)
+        if start in numbers:
+            blocks[start] = first
+        missing = sorted(numbers - blocks.keys())
+        # The event blocks and the last block again, in one round trip (not one per event block).
+        *event_blocks, last_again = self._blocks([*missing, end])
+        blocks.update(zip(missing, event_blocks, strict=True))
         for entry in logs:
             if entry.block_hash != _hex(blocks[entry.block_number]["hash"]):
                 raise _ChainMoved
-        if _hex(self._block(end)["hash"]) != _hex(last["hash"]):
+        if _hex(last_again["hash"]) != _hex(last["hash"]):
             raise _ChainMoved
         return _Chunk(start, end, _hex(last["hash"]), logs, blocks)
 

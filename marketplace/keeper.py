@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -56,16 +57,17 @@ class Keeper:
                 select(DealRow).where(DealRow.status == int(DealStatus.OPEN), DealRow.start_deadline < now)
                 .order_by(DealRow.deal_id)
             ).all()
-        to_settle = [
+        settle_candidates = [
             row.deal_id for row in completed
             if row.deal_id not in pending
             and row.completed_at is not None and row.completed_at + self.challenge_window <= now
-            and self._settleable_on_chain(row.deal_id, now)
         ]
-        to_refund = [
-            row.deal_id for row in unstarted
-            if row.deal_id not in pending and self._refundable_on_chain(row.deal_id, now)
-        ]
+        refund_candidates = [row.deal_id for row in unstarted if row.deal_id not in pending]
+        # Every candidate's on-chain state in one round trip (not one getDeal per deal).
+        on_chain = dict(zip(settle_candidates + refund_candidates,
+                            self.gateway.get_deals(settle_candidates + refund_candidates), strict=True))
+        to_settle = [deal_id for deal_id in settle_candidates if self._settleable(on_chain[deal_id], now)]
+        to_refund = [deal_id for deal_id in refund_candidates if self._refundable(on_chain[deal_id], now)]
         with session_scope(self.engine) as session:
             for start in range(0, len(to_settle), self.max_batch_size):
                 batch = to_settle[start:start + self.max_batch_size]
@@ -78,8 +80,7 @@ class Keeper:
             log.info("keeper queued %d settlements, %d refunds", result.settles_queued, result.refunds_queued)
         return result
 
-    def _settleable_on_chain(self, deal_id: int, now: int) -> bool:
-        deal = self.gateway.get_deal(deal_id)
+    def _settleable(self, deal: dict[str, Any], now: int) -> bool:
         rule = SettlementRule((deal["flags"] >> 1) & 3)
         return (
             deal["status"] == DealStatus.COMPLETED
@@ -87,8 +88,8 @@ class Keeper:
             and deal["completedAt"] + self.challenge_window <= now
         )
 
-    def _refundable_on_chain(self, deal_id: int, now: int) -> bool:
-        deal = self.gateway.get_deal(deal_id)
+    @staticmethod
+    def _refundable(deal: dict[str, Any], now: int) -> bool:
         return deal["status"] == DealStatus.OPEN and now > deal["startDeadline"]
 
     def _pending_deal_ids(self, session: Session) -> set[int]:

@@ -464,6 +464,7 @@ class OrderBookService:
             opened_ids = [e["args"]["dealId"] for e in market.events.DealOpened().process_receipt(receipt, errors=_DISCARD)]
         opened = iter(opened_ids)
         any_failed = False
+        filled_orders: dict[str, OrderRow] = {}
         for row in rows:
             offer_row = session.get(OrderRow, row.offer_hash)
             request_row = session.get(OrderRow, row.request_hash)
@@ -476,11 +477,12 @@ class OrderBookService:
                 continue
             row.state = MatchState.OPENED
             row.deal_id = next(opened)
-            block = receipt["blockNumber"]
-            for order_row in (offer_row, request_row):
-                order_row.filled = self.gateway.read(
-                    "ComputeMarket", "orderState", bytes.fromhex(order_row.hash[2:]), block=block
-                )[0]
+            filled_orders.update({offer_row.hash: offer_row, request_row.hash: request_row})
+        if filled_orders:
+            # Every opened order's fill at the receipt's block, in one round trip (not two per deal).
+            states = self.gateway.order_states(list(filled_orders), block=receipt["blockNumber"])
+            for order_row, (filled, _) in zip(filled_orders.values(), states, strict=True):
+                order_row.filled = filled
                 if order_row.filled >= order_row.capacity:
                     order_row.status = OrderStatus.FILLED
         if any_failed:

@@ -18,9 +18,17 @@ from eth_abi.exceptions import DecodingError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
 from web3._utils.abi import map_abi_data
+from web3._utils.method_formatters import block_result_formatter, receipt_formatter
 from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.contract import Contract
-from web3.exceptions import BadFunctionCallOutput, ContractCustomError, ContractLogicError
+from web3.datastructures import AttributeDict
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    BlockNotFound,
+    ContractCustomError,
+    ContractLogicError,
+    TransactionNotFound,
+)
 
 from marketplace.registry import Registry
 
@@ -29,6 +37,8 @@ STAKING = "ProviderStaking"
 REWARDS = "RewardPool"
 CREDIT = "ComputeCredit"
 INDEXED_CONTRACTS = (MARKET, STAKING, REWARDS)
+# Calls per JSON-RPC batch: geth refuses batches over 1,000 calls by default.
+_BATCH_LIMIT = 500
 
 
 class ChainUnavailable(Exception):
@@ -136,17 +146,55 @@ class ChainGateway:
         """The latest block's timestamp and several view calls in one JSON-RPC batch (one round
         trip instead of one each: an order's intake checks). Falls back to one call at a time on
         a node that refuses batches, or for an overloaded function."""
-        readers = [self._reader(name, function, len(args)) for name, function, args in reads]
-        if not any(r.fallback for r in readers):
-            batch = [("eth_getBlockByNumber", ["latest", False])]
-            batch += [("eth_call", [{"to": r.address, "data": r.encode(args)}, "latest"])
-                      for r, (_, _, args) in zip(readers, reads, strict=True)]
-            responses = self._call(lambda: self.w3.provider.make_batch_request(batch))
-            if isinstance(responses, list) and len(responses) == len(batch) and all("result" in r for r in responses):
-                timestamp = int(responses[0]["result"]["timestamp"], 16)
-                return timestamp, [r.decode(bytes.fromhex(resp["result"][2:]))
-                                   for r, resp in zip(readers, responses[1:], strict=True)]
+        batched = self._batched_reads(reads, "latest", with_head=True)
+        if batched is not None:
+            head, results = batched
+            return int(head["timestamp"], 16), results
         return self.timestamp(), [self.read(name, function, *args) for name, function, args in reads]
+
+    def read_many(self, reads: Sequence[tuple[str, str, tuple[Any, ...]]], block: int | str = "latest") -> list[Any]:
+        """Several view calls `(contract, function, args)` at one block in one JSON-RPC batch;
+        each result equals `read`'s. Falls back to one call at a time on a node that refuses
+        batches, for an overloaded function, or if any call fails (so a revert raises as in `read`)."""
+        if not reads:
+            return []
+        batched = self._batched_reads(reads, block, with_head=False)
+        if batched is not None:
+            return batched[1]
+        return [self.read(name, function, *args, block=block) for name, function, args in reads]
+
+    def _batched_reads(self, reads: Sequence[tuple[str, str, tuple[Any, ...]]], block: int | str, *,
+                       with_head: bool) -> tuple[dict[str, Any] | None, list[Any]] | None:
+        """The view calls at `block` (after the latest block's raw header if `with_head`) as one
+        batch, decoded; None when they must go one at a time."""
+        readers = [self._reader(name, function, len(args)) for name, function, args in reads]
+        if any(r.fallback for r in readers):  # overloaded name: only web3 can pick the function
+            return None
+        tag = hex(block) if isinstance(block, int) else block
+        calls = [("eth_getBlockByNumber", ["latest", False])] if with_head else []
+        calls += [("eth_call", [{"to": r.address, "data": r.encode(args)}, tag])
+                  for r, (_, _, args) in zip(readers, reads, strict=True)]
+        results = self._batch(calls)
+        if results is None:
+            return None
+        head = results.pop(0) if with_head else None
+        return head, [r.decode(bytes.fromhex(raw[2:])) for r, raw in zip(readers, results, strict=True)]
+
+    def _batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any] | None:
+        """Raw results of JSON-RPC calls sent as batches (one round trip per _BATCH_LIMIT calls), in
+        order; None if the node refused a batch or any call in it failed."""
+        results: list[Any] = []
+        for start in range(0, len(calls), _BATCH_LIMIT):
+            chunk = list(calls[start:start + _BATCH_LIMIT])
+            try:
+                responses = self._call(lambda chunk=chunk: self.w3.provider.make_batch_request(chunk))
+            except requests.HTTPError:  # a node without batch support may answer 4xx/5xx
+                return None
+            if not (isinstance(responses, list) and len(responses) == len(chunk)
+                    and all("result" in r for r in responses)):
+                return None
+            results += [r["result"] for r in responses]
+        return results
 
     def block_number(self) -> int:
         return self._call(lambda: self.w3.eth.block_number)
@@ -158,9 +206,19 @@ class ChainGateway:
         return int(self.get_block("latest")["timestamp"])
 
     def get_deal(self, deal_id: int) -> dict[str, Any]:
-        deal = self.read(MARKET, "getDeal", deal_id)
-        keys = [item["name"] for item in self._output_components("getDeal")]
-        return dict(zip(keys, deal, strict=True))
+        return self._deal(self.read(MARKET, "getDeal", deal_id))
+
+    def get_deals(self, deal_ids: Sequence[int], block: int | str = "latest") -> list[dict[str, Any]]:
+        """`get_deal` of several deals in one round trip (the keeper's re-checks)."""
+        return [self._deal(d) for d in self.read_many([(MARKET, "getDeal", (i,)) for i in deal_ids], block)]
+
+    def _deal(self, values: Sequence[Any]) -> dict[str, Any]:
+        """getDeal's struct as a dict keyed by the ABI's field names."""
+        return dict(zip(self._deal_fields, values, strict=True))
+
+    @cached_property
+    def _deal_fields(self) -> list[str]:
+        return [item["name"] for item in self._output_components("getDeal")]
 
     def _output_components(self, function: str) -> list[dict[str, Any]]:
         for item in self.market.abi:
@@ -182,6 +240,39 @@ class ChainGateway:
 
     def order_state(self, order_hash: str) -> tuple[int, bool]:
         return tuple(self.read(MARKET, "orderState", bytes.fromhex(order_hash.removeprefix("0x"))))
+
+    def order_states(self, order_hashes: Sequence[str], block: int | str = "latest") -> list[tuple[int, bool]]:
+        """`order_state` of several orders at one block in one round trip."""
+        reads = [(MARKET, "orderState", (bytes.fromhex(h.removeprefix("0x")),)) for h in order_hashes]
+        return [tuple(state) for state in self.read_many(reads, block)]
+
+    def receipts(self, tx_hashes: Sequence[str]) -> list[Any]:
+        """Receipts of several transactions in one round trip, each as web3's
+        `get_transaction_receipt` gives it; None for one not mined (yet)."""
+        results = self._batch([("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+        if results is None:
+            return [self._one_receipt(h) for h in tx_hashes]
+        return [None if r is None else AttributeDict.recursive(receipt_formatter(r)) for r in results]
+
+    def _one_receipt(self, tx_hash: str) -> Any:
+        try:
+            return self._call(lambda: self.w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def get_blocks(self, numbers: Sequence[int]) -> list[Any]:
+        """Several blocks (without transactions) in one round trip, each as `get_block` gives it;
+        None for a number the chain does not have."""
+        results = self._batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        if results is None:
+            return [self._one_block(n) for n in numbers]
+        return [None if r is None else AttributeDict.recursive(block_result_formatter(r)) for r in results]
+
+    def _one_block(self, number: int) -> Any:
+        try:
+            return self.get_block(number)
+        except BlockNotFound:
+            return None
 
     # ───────────────────────────── logs ─────────────────────────────
 

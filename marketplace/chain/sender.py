@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from eth_account import Account
@@ -70,6 +71,15 @@ class TxSender:
                 select(ChainTx).where(ChainTx.state == TxState.QUEUED, ChainTx.sender == self.address).order_by(ChainTx.id)
             ).all()
             ids = [tx.id for tx in queued]
+        if not ids:
+            return
+        # Read once per pass, not per transaction: the node's nonce (our own transactions of this
+        # pass are counted from the DB) and EIP-1559 fees (web3's default: tip + 2 × base fee, which
+        # stays valid through several full blocks of base-fee rises).
+        chain_nonce = self.gateway.w3.eth.get_transaction_count(self.address, "pending")
+        tip = self.gateway.w3.eth.max_priority_fee
+        fees = {"maxPriorityFeePerGas": tip,
+                "maxFeePerGas": tip + 2 * self.gateway.get_block("latest")["baseFeePerGas"]}
         for tx_id in ids:
             with session_scope(self.engine) as session:
                 tx = session.get(ChainTx, tx_id)
@@ -85,9 +95,10 @@ class TxSender:
                     self._run_handler(session, tx, None)
                     log.warning("tx %s (%s) would revert: %s", tx.id, tx.kind, tx.error)
                     continue
-                nonce = self._next_nonce(session)
+                nonce = self._next_nonce(session, chain_nonce)
                 built = call.build_transaction(
-                    {"from": self.address, "nonce": nonce, "gas": gas_limit(gas), "chainId": self.gateway.chain_id}
+                    {"from": self.address, "nonce": nonce, "gas": gas_limit(gas), "chainId": self.gateway.chain_id,
+                     **fees}
                 )
                 signed = self._account.sign_transaction(built)
                 tx.nonce = nonce
@@ -103,8 +114,8 @@ class TxSender:
             signed = session.exec(
                 select(ChainTx).where(ChainTx.state == TxState.SIGNED, ChainTx.sender == self.address).order_by(ChainTx.nonce)
             ).all()
-        for tx in signed:
-            if self._receipt(tx.tx_hash) is None:
+        for tx, receipt in zip(signed, self.gateway.receipts([tx.tx_hash for tx in signed]), strict=True):
+            if receipt is None:
                 self._broadcast(tx)
 
     def _broadcast(self, tx: ChainTx) -> None:
@@ -120,17 +131,21 @@ class TxSender:
 
     def _finalise(self) -> int:
         finalised = 0
-        head = self.gateway.block_number()
         with Session(self.engine) as session:
-            signed_ids = session.exec(
-                select(ChainTx.id).where(ChainTx.state == TxState.SIGNED, ChainTx.sender == self.address)
+            signed = session.exec(
+                select(ChainTx.id, ChainTx.tx_hash)
+                .where(ChainTx.state == TxState.SIGNED, ChainTx.sender == self.address)
             ).all()
-        for tx_id in signed_ids:
+        if not signed:
+            return 0
+        head = self.gateway.block_number()
+        receipts = self.gateway.receipts([tx_hash for _, tx_hash in signed])  # after head: never deeper than it says
+        mined = cache(lambda: self.gateway.w3.eth.get_transaction_count(self.address, "latest"))  # once per pass
+        for (tx_id, _), receipt in zip(signed, receipts, strict=True):
             with session_scope(self.engine) as session:
                 tx = session.get(ChainTx, tx_id)
-                receipt = self._receipt(tx.tx_hash)
                 if receipt is None:
-                    if self._nonce_consumed_by_other(tx):
+                    if self._nonce_consumed_by_other(tx, mined):
                         # Our nonce was used by a different transaction: requeue the intent.
                         tx.state = TxState.FAILED
                         tx.error = "replaced: nonce used by another transaction"
@@ -154,23 +169,13 @@ class TxSender:
 
     # ───────────────────────────── helpers ─────────────────────────────
 
-    def _next_nonce(self, session: Session) -> int:
+    def _next_nonce(self, session: Session, from_chain: int) -> int:
         highest = session.exec(select(func.max(ChainTx.nonce)).where(ChainTx.sender == self.address)).one()
         from_db = 0 if highest is None else highest + 1
-        from_chain = self.gateway.w3.eth.get_transaction_count(self.address, "pending")
         return max(from_db, from_chain)
 
-    def _receipt(self, tx_hash: str | None) -> Any:
-        if tx_hash is None:
-            return None
-        try:
-            return self.gateway.w3.eth.get_transaction_receipt(tx_hash)
-        except TransactionNotFound:
-            return None
-
-    def _nonce_consumed_by_other(self, tx: ChainTx) -> bool:
-        mined = self.gateway.w3.eth.get_transaction_count(self.address, "latest")
-        if mined <= tx.nonce:
+    def _nonce_consumed_by_other(self, tx: ChainTx, mined: Callable[[], int]) -> bool:
+        if mined() <= tx.nonce:
             return False
         try:
             self.gateway.w3.eth.get_transaction(tx.tx_hash)

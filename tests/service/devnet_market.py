@@ -131,6 +131,42 @@ class DevnetMarket:
         return "0x" + order.sign(ANVIL_KEYS[index], self.w3.eth.chain_id, self.market.address).hex()
 
 
+class RpcCount:
+    """Records one gateway's JSON-RPC traffic, `(method, params)` per call: single calls and
+    batches (one round trip each). The node still answers every call; nothing is stubbed."""
+
+    def __init__(self, gateway):
+        provider = gateway.w3.provider
+        self.single: list[tuple[str, list]] = []
+        self.batches: list[list[tuple[str, list]]] = []
+        single, batch = provider.make_request, provider.make_batch_request
+
+        def counting(method, params):
+            self.single.append((method, params))
+            return single(method, params)
+
+        def counting_batch(requests):
+            self.batches.append([(method, params) for method, params in requests])
+            return batch(requests)
+
+        # Before the gateway's first request: web3 composes its middleware around make_request.
+        provider.make_request, provider.make_batch_request = counting, counting_batch
+
+    def clear(self) -> None:
+        self.single.clear()
+        self.batches.clear()
+
+    @staticmethod
+    def methods(calls) -> list[str]:
+        return [method for method, _ in calls]
+
+    @staticmethod
+    def views(calls, selector: bytes) -> int:
+        """How many of `calls` are eth_calls of the view with this 4-byte selector."""
+        prefix = "0x" + selector.hex()
+        return sum(1 for method, params in calls if method == "eth_call" and params[0]["data"].startswith(prefix))
+
+
 def fresh_database_url(workdir: Path, name: str = "market") -> str:
     """A new empty database: SQLite in `workdir`, or, when MARKET_TEST_POSTGRES_URL is set (e.g.
     postgresql+psycopg://postgres:postgres@127.0.0.1/postgres), a new PostgreSQL database there."""

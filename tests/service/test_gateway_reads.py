@@ -4,11 +4,12 @@ an order's intake cost): its results must equal web3's `contract.functions.f(*ar
 from __future__ import annotations
 
 import pytest
+from web3.logs import DISCARD
 
 from marketplace.chain.gateway import MARKET, STAKING, ChainGateway
 from marketplace.registry import Registry
 
-from devnet_market import PROVIDER, TRAINER, USDC, DevnetMarket  # noqa: I001
+from devnet_market import MATCHER, PROVIDER, TRAINER, USDC, DevnetMarket, RpcCount  # noqa: I001
 
 pytestmark = pytest.mark.anvil
 
@@ -60,3 +61,102 @@ def test_read__unknown_function__attribute_error_naming_it(chain):
     with pytest.raises(AttributeError, match="noSuchView"):
         gateway.read(MARKET, "noSuchView")
 
+
+
+# ───────────── batched reads: read_many, get_deals, order_states, receipts, get_blocks ─────────────
+
+
+@pytest.fixture(scope="module")
+def deals(chain):
+    """Two deals opened by the matcher; returns their ids, the orders' hashes and the block
+    before the second deal."""
+    market, _ = chain
+    opened, hashes, before_second = [], [], None
+    for _ in range(2):
+        offer, request = market.offer(), market.request()
+        before_second = market.w3.eth.block_number
+        receipt = market.send(MATCHER, market.market.functions.openDeal(
+            offer.as_tuple(), market.sign(offer, PROVIDER), request.as_tuple(), market.sign(request, TRAINER), 2))
+        (event,) = market.market.events.DealOpened().process_receipt(receipt, errors=DISCARD)
+        opened.append(event["args"]["dealId"])
+        hashes += ["0x" + offer.struct_hash().hex(), "0x" + request.struct_hash().hex()]
+    return opened, hashes, before_second
+
+
+@pytest.fixture
+def counted(chain):
+    market, _ = chain
+    gateway = ChainGateway(market.devnet.url, Registry.load(market.registry_path))
+    return gateway, RpcCount(gateway)
+
+
+def test_read_many__equals_one_read_each__in_one_round_trip(chain, deals, counted):
+    market, _ = chain
+    gateway, rpc = counted
+    deal_ids, hashes, _ = deals
+    reads = [(MARKET, "getDeal", (deal_ids[0],)), (MARKET, "orderState", (bytes.fromhex(hashes[0][2:]),)),
+             (MARKET, "balanceOf", (market.address(TRAINER), market.usdc.address)),
+             (STAKING, "positionOf", (market.address(PROVIDER), market.usdc.address)), (MARKET, "treasury", ())]
+    one_each = [gateway.read(name, function, *args) for name, function, args in reads]
+    rpc.clear()
+    assert gateway.read_many(reads) == one_each
+    assert rpc.single == [] and [rpc.methods(b) for b in rpc.batches] == [["eth_call"] * len(reads)]
+    assert gateway.read_many([]) == [] and len(rpc.batches) == 1  # nothing to read: no request
+
+
+def test_read_many__at_an_earlier_block__reads_that_blocks_state(chain, deals, counted):
+    gateway, _ = counted
+    _, hashes, before_second = deals
+    second_offer, second_request = hashes[2:]
+    assert gateway.order_states([second_offer, second_request], block=before_second) == [(0, False), (0, False)]
+    assert gateway.order_states([second_offer, second_request]) == [(4, False), (2, False)]
+    assert gateway.order_states(hashes, block=before_second) == [tuple(gateway.read(
+        MARKET, "orderState", bytes.fromhex(h[2:]), block=before_second)) for h in hashes]
+
+
+def test_get_deals__equals_get_deal_each__in_one_round_trip(chain, deals, counted):
+    market, _ = chain
+    gateway, rpc = counted
+    deal_ids, _, _ = deals
+    one_each = [gateway.get_deal(i) for i in deal_ids]
+    rpc.clear()
+    assert gateway.get_deals(deal_ids) == one_each
+    assert rpc.single == [] and len(rpc.batches) == 1
+    assert one_each[0]["provider"] == market.address(PROVIDER) and set(one_each[0]) >= {"status", "completedAt"}
+
+
+def test_read_many__node_refuses_batches__same_results_one_call_each(chain, deals, counted):
+    gateway, rpc = counted
+    deal_ids, hashes, _ = deals
+    expected = gateway.get_deals(deal_ids) + gateway.order_states(hashes)
+    # A node without batch support answers a batch with one error object (geth with batches off).
+    gateway.w3.provider.make_batch_request = lambda requests: {"jsonrpc": "2.0", "id": None,
+                                                              "error": {"code": -32600, "message": "batch disabled"}}
+    rpc.clear()
+    assert gateway.get_deals(deal_ids) + gateway.order_states(hashes) == expected
+    assert rpc.methods(rpc.single) == ["eth_call"] * (len(deal_ids) + len(hashes))
+
+
+def test_receipts__equal_web3s_receipt__none_when_unknown(chain, deals, counted):
+    market, _ = chain
+    gateway, rpc = counted
+    head = market.w3.eth.get_block("latest", full_transactions=False)
+    known = [market.w3.eth.get_block(n)["transactions"][0] for n in (head["number"] - 1, head["number"])]
+    hashes = ["0x" + bytes(h).hex() for h in known] + ["0x" + "00" * 32]
+    rpc.clear()
+    got = gateway.receipts(hashes)
+    assert got[:2] == [market.w3.eth.get_transaction_receipt(h) for h in hashes[:2]] and got[2] is None
+    assert [rpc.methods(b) for b in rpc.batches] == [["eth_getTransactionReceipt"] * 3]
+    # The handlers decode events from it exactly as from web3's own receipt.
+    events = market.market.events.DealOpened().process_receipt(got[1], errors=DISCARD)
+    assert [e["args"]["dealId"] for e in events] == [deals[0][1]]
+
+
+def test_get_blocks__equal_get_block__none_beyond_the_head(chain, counted):
+    market, _ = chain
+    gateway, rpc = counted
+    head = market.w3.eth.block_number
+    rpc.clear()
+    got = gateway.get_blocks([1, head, head + 5])
+    assert got[:2] == [gateway.get_block(1), gateway.get_block(head)] and got[2] is None
+    assert len(rpc.batches) == 1

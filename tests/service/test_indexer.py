@@ -9,10 +9,14 @@ import pytest
 from sqlmodel import Session, select
 from web3.logs import DISCARD
 
+from marketplace.chain.gateway import ChainGateway
 from marketplace.db.models import ChainCursor, ChainEvent, DealRow, IndexedBlock, OrderRow, OrderStatus
 from marketplace.db.session import session_scope
 from marketplace.indexer import CURSOR_NAME, Indexer, IndexerError
+from marketplace.registry import Registry
 from marketplace.signing import DealStatus
+
+from devnet_market import RpcCount  # noqa: I001 - tests/service is on sys.path under pytest
 
 pytestmark = pytest.mark.anvil
 
@@ -204,6 +208,26 @@ def test_poll__twice_and_after_rewinding_the_cursor__nothing_applied_twice(marke
         cursor.block_number, cursor.block_hash = indexer.origin(), "0x" + bytes(block["hash"]).hex()
     assert indexer.poll() == 0
     assert dump(engine) == first
+
+
+def test_poll__events_in_many_blocks__their_blocks_read_in_one_round_trip(devnet, engine, lifecycles):
+    gateway = ChainGateway(devnet.url, Registry.load(devnet.registry_path))
+    rpc = RpcCount(gateway)
+    indexer = Indexer(gateway, engine, confirmations=0)
+    indexer.poll()  # starts the cursor at the origin block (one-off reads)
+    with session_scope(engine) as session:  # as after a crash between reading and the cursor write
+        cursor = session.get(ChainCursor, CURSOR_NAME)
+        origin = gateway.get_block(indexer.origin())
+        cursor.block_number, cursor.block_hash = indexer.origin(), "0x" + bytes(origin["hash"]).hex()
+    start, end = indexer.origin() + 1, devnet.w3.eth.block_number
+    event_blocks = {e.block_number for e in gateway.get_logs(start, end)}
+    assert len(event_blocks) > 10
+
+    rpc.clear()
+    indexer.poll()
+    # head, cursor check, logs; then the chunk's ends, and its event blocks with the end re-checked.
+    assert rpc.methods(rpc.single) == ["eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs"]
+    assert [len(batch) for batch in rpc.batches] == [2, len(event_blocks - {start, end}) + 1]
 
 
 # ───────────────────────────── confirmations ─────────────────────────────
