@@ -157,6 +157,7 @@ def job_spec_hash(spec: dict[str, Any]) -> str:
 class Submitted:
     order_hash: str
     matches: list[MatchRow]
+    row: dict[str, Any]  # the order's `orders` row as committed (what GET /orders/{hash} shows)
 
 
 @dataclass(frozen=True)
@@ -337,7 +338,7 @@ class OrderBookService:
             known = set(session.exec(select(OrderRow.hash).where(OrderRow.hash.in_(hashes))).all())
             if self._next_seq is None:
                 self._next_seq = (session.exec(select(func.max(OrderRow.seq))).one() or 0) + 1
-            accepted: list[tuple[int, VerifiedOrder]] = []
+            accepted: list[tuple[int, VerifiedOrder, dict[str, Any]]] = []
             rows: list[dict[str, Any]] = []
             created_at = utcnow()
             deals: list[MatchedDeal] = []
@@ -356,11 +357,11 @@ class OrderBookService:
                         results[i] = InvalidInput(str(exc), field=getattr(exc, "field", None))
                         continue
                     known.add(v.order_hash)
-                    rows.append(v.row(self._next_seq, created_at))
+                    rows.append(row := v.row(self._next_seq, created_at))
                     self._next_seq += 1
                     if v.job_spec is not None and session.get(JobSpecRow, v.order.jobSpecHash) is None:
                         session.add(JobSpecRow(hash=v.order.jobSpecHash, spec=json.dumps(v.job_spec, sort_keys=True)))
-                    accepted.append((i, v))
+                    accepted.append((i, v, row))
                 if rows:
                     session.execute(insert(OrderRow), rows)
                 session.flush()
@@ -373,8 +374,12 @@ class OrderBookService:
         for match in matches:
             by_order.setdefault(match.offer_hash, []).append(match)
             by_order.setdefault(match.request_hash, []).append(match)
-        for i, v in accepted:
-            results[i] = Submitted(v.order_hash, by_order.get(v.order_hash, []))
+        for i, v, row in accepted:
+            mine = by_order.get(v.order_hash, [])
+            # What _propose reserved of this order for its matches (an offer in GPU-hours, a request in hours).
+            row["reserved"] = sum(m.gpu_count * m.deal_hours if m.offer_hash == v.order_hash else m.deal_hours
+                                  for m in mine)
+            results[i] = Submitted(v.order_hash, mine, row)
         return results
 
     def cancel(self, order_hash: str, signature: str) -> OrderRow:

@@ -146,8 +146,15 @@ def service_txs(service: ServiceProcess, stack: Stack) -> dict[str, dict[str, in
     return out
 
 
+def _batch_bodies(items: list[tuple[str, bytes]], per_request: int) -> list[tuple[str, bytes]]:
+    """POST /offers and /requests bodies regrouped as POST /orders/batch bodies."""
+    orders = [{"side": "offer" if path == "/offers" else "request", **json.loads(body)} for path, body in items]
+    return [("/orders/batch", json.dumps({"orders": orders[i:i + per_request]}).encode())
+            for i in range(0, len(orders), per_request)]
+
+
 def run_variant(stack: Stack, workdir: Path, name: str, batch_size: int, pairs: int, signers: int,
-                progress=print) -> dict[str, Any]:
+                progress=print, intake_batch: int = 100) -> dict[str, Any]:
     providers = [Signer.derive(f"e2e-{name}-provider", i) for i in range(signers)]
     trainers = [Signer.derive(f"e2e-{name}-trainer", i) for i in range(signers)]
     progress(f"[{name}] funding {2 * signers} signers; pre-signing {2 * pairs} orders (not timed)")
@@ -166,7 +173,10 @@ def run_variant(stack: Stack, workdir: Path, name: str, batch_size: int, pairs: 
         meter = CpuMeter({"service": service.pid, "anvil": stack.anvil_pid}).start()
         progress(f"[{name}] timed: intake of {2 * pairs} orders, batch size {batch_size}")
         t0 = time.perf_counter()
-        results = [fire(service.url, offers, 16), fire(service.url, requests, 16)]
+        if intake_batch > 1:  # what a client with many orders does: POST /orders/batch, 2 requests in flight
+            results = [fire(service.url, _batch_bodies(offers + requests, intake_batch), 2, batch=True)]
+        else:
+            results = [fire(service.url, offers, 16), fire(service.url, requests, 16)]
         t_intake = time.perf_counter()
         refused = sum(r.non_2xx for r in results)
         if refused:
@@ -194,7 +204,7 @@ def run_variant(stack: Stack, workdir: Path, name: str, batch_size: int, pairs: 
     open_ = txs.get("open_deals", {"txs": 0, "gas": 0, "items": 0, "not_confirmed": 0})
     settle = txs.get("settle_many", {"txs": 0, "gas": 0, "items": 0, "not_confirmed": 0})
     return {
-        "name": name, "batch_size": batch_size, "pairs": pairs, "signers": signers,
+        "name": name, "batch_size": batch_size, "pairs": pairs, "signers": signers, "intake_batch": intake_batch,
         "stages_s": {"intake": t_intake - t0, "open": t_open - t_intake, "work (bench)": t_work - t_open,
                      "settle": t_settled - t_work},
         "total_s": total, "deals_per_s": pairs / total, "service_only_s": service_time,

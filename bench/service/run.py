@@ -109,7 +109,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     L.append(f"- Load average (1/5/15 min): {_load(meta['load_start'])} at start, {_load(meta['load_end'])} at end. "
              "The 2 cores are shared with other benchmarks running at the same time, so wall-clock rates include "
              "time the scheduler gave to other processes; the CPU-time columns (from /proc, per process) do not.")
-    L.append("- Service: `python -m marketplace serve` as a child process, 1 uvicorn worker (h11, asyncio, handlers in "
+    L.append("- Service: `python -m marketplace serve` as a child process, 1 uvicorn worker (httptools, uvloop, handlers in "
              "the thread pool), SQLite file (WAL), `MARKET_CONFIRMATIONS=0`, verifier on (sample rate 0), "
              "`--log-level warning` (no access log), `MARKET_RATE_LIMIT_PER_MINUTE=10^9` (every request comes from "
              "127.0.0.1; the default 600/min per IP would measure 429s). Two uvicorn workers were **not** run: "
@@ -231,7 +231,7 @@ def render_markdown(r: dict[str, Any]) -> str:
              "pairs spread over the catalogue's 120 segments (GPU model × region), each offer filling exactly one "
              "request (2 GPUs × 4 h at 2 mUSDC/GPU-h), settlement rule ChallengeWindow. The timed span runs from "
              "the first POST to the last deal indexed as *settled* (GET /deals?status=settled). Stages: *intake* "
-             "(all orders POSTed, 16 in flight); *open* (batch auction, openDeals through the outbox, receipts, "
+             "(all orders POSTed to /orders/batch, 100 per request, 2 requests in flight); *open* (batch auction, openDeals through the outbox, receipts, "
              "indexer, until all deals are indexed as open); *work* (the bench plays the providers, not the service: "
              "startDeal for every deal, 4 h of chain time by evm_increaseTime, completeDeal with full usage, then the "
              "challenge window by evm_increaseTime + mine); *settle* (indexer sees the completions, keeper re-checks "
@@ -310,20 +310,26 @@ def analysis(r: dict[str, Any]) -> dict[str, str]:
     batched = next(v for v in variants if v["batch_size"] > 1)
     single = next(v for v in variants if v["batch_size"] == 1)
     st = batched["stages_s"]
+    gas_mgas = batched["pairs"] * (batched["open_gas_per_deal"] + batched["settle_gas_per_deal"]
+                                   + batched["provider_gas_per_deal"]) / 1e6
     e2e_text = (
-        f"**What limits end to end:** the same per-order intake cost first ({st['intake']:.1f} s of the batched "
-        f"{batched['total_s']:.1f} s, {batched['intake_orders_per_s']:.0f} orders/s for 2 orders per deal), then the "
-        f"service's loop, which does everything one call at a time on one thread: per openDeals transaction an "
-        f"`estimate_gas`, signing, broadcast and a receipt poll; per opened deal two `orderState` reads at the "
-        f"receipt's block; per completed deal one `getDeal` re-check by the keeper; the indexer's log reads. "
-        f"Batching cuts the transactions ({batched['open_txs']} + {batched['settle_txs']} instead of "
-        f"{single['open_txs']} + {single['settle_txs']}) and the per-transaction round trips, but not the per-deal "
-        f"reads, so open and settle speed up by {single['stages_s']['open'] / batched['stages_s']['open']:.1f}× and "
-        f"{single['stages_s']['settle'] / batched['stages_s']['settle']:.1f}× rather than by the batch size. anvil is "
-        f"not the bottleneck ({batched['cpu_s']['anvil']:.1f} s CPU over the run vs {batched['cpu_s']['service']:.1f} s "
-        f"for the service). At ~{TARGET_DEALS_PER_S} deals/s the service would have to take "
-        f"{2 * TARGET_DEALS_PER_S:,} orders/s and read chain state in bulk (multicall, receipts' logs instead of "
-        f"per-deal reads); with the current intake cost the pipeline cannot exceed its intake rate divided by 2."
+        f"**What limits end to end:** the chain work per deal, done by one loop thread. Intake is no longer the "
+        f"bottleneck ({st['intake']:.1f} s of the batched {batched['total_s']:.1f} s, {batched['intake_orders_per_s']:,.0f} "
+        f"orders/s through /orders/batch). The open stage ({st['open']:.1f} s) is the batch window "
+        f"({BATCH_WINDOW_S:g} s), the auction, then per openDeals transaction `estimate_gas`, signing, broadcast and "
+        f"the receipt, each of which makes anvil execute the {batched['open_gas_per_deal'] * 50:,.0f}-gas "
+        f"transaction, and the indexer; reads are batched (one JSON-RPC batch per receipt's order states, per "
+        f"keeper tick's deals, per indexer chunk's blocks). The *work* stage is the bench playing {batched['signers']} "
+        f"providers one transaction at a time (startDeal and completeDeal per deal: {batched['provider_gas_per_deal']:,.0f} "
+        f"gas per deal), which real providers would do in parallel; *service-only* deals/s leaves it out. Batching "
+        f"cuts the service's transactions ({batched['open_txs']} + {batched['settle_txs']} instead of "
+        f"{single['open_txs']} + {single['settle_txs']}): open {single['stages_s']['open'] / batched['stages_s']['open']:.1f}× "
+        f"and settle {single['stages_s']['settle'] / batched['stages_s']['settle']:.1f}× faster. "
+        f"{TARGET_DEALS_PER_S} deals/s would mean ~{TARGET_DEALS_PER_S * (batched['open_gas_per_deal'] + batched['settle_gas_per_deal'] + batched['provider_gas_per_deal']) / 1e6:,.0f} "
+        f"Mgas/s on one chain (open + settle + the providers' start/complete at the measured gas per deal); anvil "
+        f"here spent {batched['cpu_s']['anvil']:.1f} s of CPU on this run's {gas_mgas:,.0f} Mgas and its reads "
+        f"({gas_mgas / max(batched['cpu_s']['anvil'], 1e-9):,.0f} Mgas per CPU-second), so the contract's gas per "
+        f"deal (M2) and batching the providers' start/complete are the levers beyond this service."
     )
     return {"intake": intake_text, "e2e": e2e_text}
 

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from marketplace.api.schemas import (
+    BatchOut,
     DealDetailOut,
     DealOut,
     HealthOut,
@@ -95,6 +96,11 @@ class MarketClient:
             body["job_spec"] = job_spec
         return SubmittedOut.model_validate(self._request("POST", "/requests", json=body))
 
+    def submit_batch(self, orders: list[dict[str, Any]]) -> BatchOut:
+        """Many orders in one request: each {"side": "offer"|"request", "order", "signature"[, "job_spec"]};
+        each is accepted or refused on its own (see the result's per-order `status`)."""
+        return BatchOut.model_validate(self._request("POST", "/orders/batch", json={"orders": orders}))
+
     def cancel(self, order_hash: str, signature: str) -> OrderOut:
         return OrderOut.model_validate(self._request("POST", f"/orders/{order_hash}/cancel", json={"signature": signature}))
 
@@ -169,6 +175,9 @@ class AsyncMarketClient:
         if job_spec is not None:
             body["job_spec"] = job_spec
         return SubmittedOut.model_validate(await self._request("POST", "/requests", json=body))
+
+    async def submit_batch(self, orders: list[dict[str, Any]]) -> BatchOut:
+        return BatchOut.model_validate(await self._request("POST", "/orders/batch", json={"orders": orders}))
 
     async def orders(self, **filters: Any) -> Page[OrderOut]:
         return Page[OrderOut].model_validate(await self._request("GET", "/orders", params=_params(**filters)))

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from marketplace.api.app import create_app
+from marketplace.client import MarketClient
 from marketplace.db.models import ChainTx, MatchRow
 from marketplace.service import MarketService
 
@@ -167,3 +168,17 @@ def test_batch__more_orders_than_the_ip_limit_allows__429_and_nothing_stored(env
         {"side": "offer", "order": json_message(o), "signature": market.sign(o, PROVIDER)} for o in offers]})
     assert response.status_code == 429 and "exceed the limit" in response.json()["message"], response.text
     assert client.get("/orders").json()["total"] == before
+
+
+def test_client__submit_batch__typed_per_order_results(env):
+    market, _, client = env
+    api = MarketClient("http://testserver", transport=client._transport)
+    offer = market.offer(PROVIDER, counter=1, gpuModel=2, vramGb=24)
+    result = api.submit_batch([
+        {"side": "offer", "order": json_message(offer), "signature": market.sign(offer, PROVIDER)},
+        {"side": "offer", "order": json_message(offer), "signature": market.sign(offer, PROVIDER)},
+    ])
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert result.results[0].hash == "0x" + offer.struct_hash().hex()
+    assert (result.results[1].status, result.results[1].error) == (409, "conflict")  # same order again
+    assert api.order(result.results[0].hash).status == "open"

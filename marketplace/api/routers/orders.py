@@ -31,12 +31,14 @@ from marketplace.orderbook import Submitted
 router = APIRouter(tags=["orders"], route_class=SessionReleasingRoute)
 
 
-def order_out(row: OrderRow) -> OrderOut:
-    return OrderOut(
-        hash=row.hash, side=row.side, owner=row.owner, token=row.token, gpu_model=row.gpu_model, price=row.price,
-        capacity=row.capacity, filled=row.filled, reserved=row.reserved, expiry=row.expiry, status=row.status,
-        order=json.loads(row.payload), signature=row.signature, created_at=row.created_at,
-    )
+def order_out(row: OrderRow | dict) -> OrderOut:
+    values = row if isinstance(row, dict) else row.model_dump()
+    return OrderOut(**{name: values[name] for name in _ORDER_OUT_COLUMNS}, hash=values["hash"],
+                    order=json.loads(values["payload"]))
+
+
+_ORDER_OUT_COLUMNS = ("side", "owner", "token", "gpu_model", "price", "capacity", "filled", "reserved", "expiry",
+                      "status", "signature", "created_at")
 
 
 def match_out(row: MatchRow) -> MatchOut:
@@ -52,22 +54,20 @@ def _owner_of(order: dict, key: str) -> str:
 
 @router.post("/offers", status_code=status.HTTP_201_CREATED, response_model=SubmittedOut, dependencies=[WriteLimited],
              summary="Submit a provider's signed offer")
-def submit_offer(body: OfferSubmission, request: Request, service: ServiceDep, session: SessionDep) -> SubmittedOut:
+def submit_offer(body: OfferSubmission, request: Request, service: ServiceDep) -> SubmittedOut:
     rate_limit_address(request, _owner_of(body.order, "provider"))
     submitted = service.book.submit(OrderSide.OFFER, body.order, body.signature)
     ORDERS_SUBMITTED.labels(side="offer").inc()
-    return SubmittedOut(order=order_out(session.get(OrderRow, submitted.order_hash)),
-                        matches=[match_out(m) for m in submitted.matches])
+    return SubmittedOut(order=order_out(submitted.row), matches=[match_out(m) for m in submitted.matches])
 
 
 @router.post("/requests", status_code=status.HTTP_201_CREATED, response_model=SubmittedOut,
              dependencies=[WriteLimited], summary="Submit a trainer's signed request (and its job spec)")
-def submit_request(body: RequestSubmission, request: Request, service: ServiceDep, session: SessionDep) -> SubmittedOut:
+def submit_request(body: RequestSubmission, request: Request, service: ServiceDep) -> SubmittedOut:
     rate_limit_address(request, _owner_of(body.order, "trainer"))
     submitted = service.book.submit(OrderSide.REQUEST, body.order, body.signature, body.job_spec)
     ORDERS_SUBMITTED.labels(side="request").inc()
-    return SubmittedOut(order=order_out(session.get(OrderRow, submitted.order_hash)),
-                        matches=[match_out(m) for m in submitted.matches])
+    return SubmittedOut(order=order_out(submitted.row), matches=[match_out(m) for m in submitted.matches])
 
 
 @router.post("/orders/batch", response_model=BatchOut, summary="Submit many signed offers and requests at once",
