@@ -151,7 +151,7 @@ CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("matching engine (marketplace/matching)", re.compile(r"marketplace/matching/")),
     ("order parsing, hashing, other service code", re.compile(r"marketplace/")),
     ("FastAPI/Starlette/pydantic (routing, validation, JSON)", re.compile(r"fastapi/|starlette/|pydantic|anyio/|json/")),
-    ("uvicorn/h11/asyncio (HTTP server, event loop)", re.compile(r"uvicorn/|h11/|asyncio/|selectors")),
+    ("uvicorn/httptools/uvloop/asyncio (HTTP server, event loop)", re.compile(r"uvicorn/|h11/|httptools|uvloop|asyncio/|selectors")),
 ]
 
 

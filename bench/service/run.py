@@ -273,7 +273,7 @@ def analysis(r: dict[str, Any]) -> dict[str, str]:
     crypto = (cats.get("EIP-712 hashing (marketplace/signing.py, keccak)", 0)
               + cats.get("ECDSA recover (eth_keys/coincurve)", 0))
     http = (cats.get("FastAPI/Starlette/pydantic (routing, validation, JSON)", 0)
-            + cats.get("uvicorn/h11/asyncio (HTTP server, event loop)", 0))
+            + cats.get("uvicorn/httptools/uvloop/asyncio (HTTP server, event loop)", 0))
     coin = next((c for c in intake["crypto"] if c["backend"] == "CoinCurveECCBackend"), None)
     best = max(intake["levels"], key=lambda x: x["rate"])
     trivial = [t for t in intake["trivial"] if t.get("workers") == 1]
