@@ -223,6 +223,8 @@ class OrderBookService:
         self.max_batch_size = max_batch_size
         self._lock = threading.RLock()
         self._matcher = ContinuousMatcher()
+        if mode == "batch":
+            import scipy.optimize  # noqa: F401 - the auction's solver, loaded now rather than in the first window (~1 s)
         self._last_now = 0
         self._next_seq: int | None = None  # read from the DB once, then counted under the lock
         self._pending: list[_PendingOrder] = []  # verified single orders waiting for the lock
@@ -431,13 +433,17 @@ class OrderBookService:
         if not deals:
             return []
         matches: list[MatchRow] = []
+        ids = sorted({d.offer_id for d in deals} | {d.request_id for d in deals})
+        order_rows = {}
+        for chunk in range(0, len(ids), 500):  # well under every SQLite's limit of bound parameters
+            query = select(OrderRow).where(OrderRow.hash.in_(ids[chunk:chunk + 500]))
+            order_rows.update({row.hash: row for row in session.exec(query).all()})
         for start in range(0, len(deals), self.max_batch_size):
             batch = deals[start:start + self.max_batch_size]
             payload = []
             rows = []
             for index, deal in enumerate(batch):
-                offer_row = session.get(OrderRow, deal.offer_id)
-                request_row = session.get(OrderRow, deal.request_id)
+                offer_row, request_row = order_rows[deal.offer_id], order_rows[deal.request_id]
                 payload.append({
                     "offer": json.loads(offer_row.payload), "offer_signature": offer_row.signature,
                     "request": json.loads(request_row.payload), "request_signature": request_row.signature,

@@ -136,6 +136,15 @@ class ChainGateway:
         call = {"to": reader.address, "data": reader.encode(args)}
         return reader.decode(self._call(lambda: self.w3.eth.call(call, block)))
 
+    def call_data(self, name: str, function: str, *args: Any) -> str:
+        """0x calldata of `function(*args)` on contract `name` (a view or a transaction), encoded with
+        the cached selector and types: web3's per-call ABI walk was a fifth of the service's CPU when
+        it sent batched openDeals (bench/service, end to end)."""
+        reader = self._reader(name, function, len(args))
+        if reader.fallback:  # overloaded name: let web3 pick by argument types
+            return getattr(self.contract(name).functions, function)(*args)._encode_transaction_data()
+        return reader.encode(args)
+
     def _reader(self, name: str, function: str, arity: int) -> _Reader:
         reader = self._readers.get((name, function, arity))
         if reader is None:

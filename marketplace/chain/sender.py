@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from marketplace.chain.gas import gas_limit
-from marketplace.chain.gateway import ChainGateway, revert_reason
+from marketplace.chain.gateway import MARKET, ChainGateway, revert_reason
 from marketplace.db.models import ChainTx, TxState
 from marketplace.db.session import session_scope
 
@@ -85,9 +85,10 @@ class TxSender:
                 tx = session.get(ChainTx, tx_id)
                 if tx is None or tx.state != TxState.QUEUED:
                     continue
-                call = self.build_call(tx.kind, json.loads(tx.payload))
+                call = {"from": self.address, "to": self.gateway.market.address,
+                        "data": self.call_data(tx.kind, json.loads(tx.payload))}
                 try:
-                    gas = call.estimate_gas({"from": self.address})
+                    gas = self.gateway.w3.eth.estimate_gas(call)
                 except Exception as exc:  # the contract would revert: never spend a nonce on it
                     tx.state = TxState.FAILED
                     tx.error = revert_reason(exc)[:500]
@@ -96,11 +97,10 @@ class TxSender:
                     log.warning("tx %s (%s) would revert: %s", tx.id, tx.kind, tx.error)
                     continue
                 nonce = self._next_nonce(session, chain_nonce)
-                built = call.build_transaction(
-                    {"from": self.address, "nonce": nonce, "gas": gas_limit(gas), "chainId": self.gateway.chain_id,
-                     **fees}
+                signed = self._account.sign_transaction(
+                    {"to": call["to"], "data": call["data"], "value": 0, "nonce": nonce, "gas": gas_limit(gas),
+                     "chainId": self.gateway.chain_id, "type": 2, **fees}
                 )
-                signed = self._account.sign_transaction(built)
                 tx.nonce = nonce
                 tx.raw_tx = "0x" + bytes(signed.raw_transaction).hex()
                 tx.tx_hash = "0x" + bytes(signed.hash).hex()
@@ -183,18 +183,19 @@ class TxSender:
         except TransactionNotFound:
             return True
 
-    def build_call(self, kind: str, payload: dict[str, Any]):
-        market = self.gateway.market.functions
+    def call_data(self, kind: str, payload: dict[str, Any]) -> str:
+        """The market calldata of an outbox transaction."""
+        market = MARKET
         if kind == "open_deals":
-            return market.openDeals([_match_tuple(m) for m in payload["matches"]])
+            return self.gateway.call_data(market, "openDeals", [_match_tuple(m) for m in payload["matches"]])
         if kind == "settle_many":
-            return market.settleMany(payload["deal_ids"])
+            return self.gateway.call_data(market, "settleMany", payload["deal_ids"])
         if kind == "claim_refund":
-            return market.claimRefund(payload["deal_id"])
+            return self.gateway.call_data(market, "claimRefund", payload["deal_id"])
         if kind == "settle_with_attestation":
-            return market.settleWithAttestation(
-                payload["deal_id"], bytes.fromhex(payload["result_hash"][2:]), payload["passed"],
-                bytes.fromhex(payload["signature"][2:]),
+            return self.gateway.call_data(
+                market, "settleWithAttestation", payload["deal_id"], bytes.fromhex(payload["result_hash"][2:]),
+                payload["passed"], bytes.fromhex(payload["signature"][2:]),
             )
         raise ValueError(f"unknown transaction kind {kind!r}")
 

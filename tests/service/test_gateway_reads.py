@@ -63,6 +63,22 @@ def test_read__unknown_function__attribute_error_naming_it(chain):
 
 
 
+def test_call_data__open_deals_and_settle_many__equal_web3s_encoding(chain):
+    """The sender's transactions carry calldata from the cached encoder: byte for byte web3's."""
+    market, gateway = chain
+    offer, request = market.offer(), market.request()
+    pairing = (tuple(bytes.fromhex(v[2:]) if t == "bytes32" else v for (_, t), v in zip(offer.TYPES, offer.as_tuple())),
+               bytes.fromhex(market.sign(offer, PROVIDER)[2:]),
+               tuple(bytes.fromhex(v[2:]) if t == "bytes32" else v
+                     for (_, t), v in zip(request.TYPES, request.as_tuple())),
+               bytes.fromhex(market.sign(request, TRAINER)[2:]), 2)
+    functions = market.market.functions
+    assert gateway.call_data(MARKET, "openDeals", [pairing, pairing]) == \
+        functions.openDeals([pairing, pairing])._encode_transaction_data()
+    assert gateway.call_data(MARKET, "settleMany", [3, 1]) == functions.settleMany([3, 1])._encode_transaction_data()
+    assert gateway.call_data(MARKET, "claimRefund", 7) == functions.claimRefund(7)._encode_transaction_data()
+
+
 # ───────────── batched reads: read_many, get_deals, order_states, receipts, get_blocks ─────────────
 
 
