@@ -31,7 +31,7 @@ def serve(host: str | None, port: int | None, log_level: str) -> None:
     import uvicorn
 
     from marketplace.api.app import create_app
-    from marketplace.service import MarketService
+    from marketplace.service import MarketService, tune_gc_for_serving
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
@@ -43,6 +43,7 @@ def serve(host: str | None, port: int | None, log_level: str) -> None:
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
         raise click.ClickException(f"cannot start: {exc.__class__.__name__}: {exc}") from None
     app = create_app(service, start_loops=True)
+    tune_gc_for_serving()
     uvicorn.run(app, host=host or settings.api_host, port=port or settings.api_port, log_level=log_level)
 
 
