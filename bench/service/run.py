@@ -360,7 +360,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="16,32", help="intake concurrency levels (default %(default)s)")
     parser.add_argument("--profile-orders", type=int, default=600, help="orders of the profiled run (default %(default)s)")
     parser.add_argument("--signers", type=int, default=100, help="intake providers and as many trainers")
-    parser.add_argument("--batch", default="100x2,100x4", help="intake batch levels, orders per request x concurrency "
+    parser.add_argument("--batch", default="10x1,100x2,100x4", help="intake batch levels, orders per request x concurrency "
                         "(default %(default)s; empty: none)")
     parser.add_argument("--batch-orders", type=int, default=10_000, help="orders per batch level (default %(default)s)")
     parser.add_argument("--pairs", type=int, default=200, help="end-to-end offer/request pairs per variant")
