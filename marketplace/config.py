@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     confirmations: int = Field(default=2, ge=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     max_batch_size: int = Field(default=50, ge=1, le=200)
+    # Worker processes that check batch intake's signatures beside the service's own process
+    # (0: none, everything in-process). One per spare core; see BENCHMARKS.md, service section.
+    intake_processes: int = Field(default=0, ge=0, le=32)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

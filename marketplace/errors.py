@@ -16,6 +16,13 @@ class MarketError(Exception):
         self.message = message
         self.field = field
 
+    def __reduce__(self):  # keeps `field` across processes (batch intake's signature workers)
+        return _rebuild, (type(self), self.message, self.field)
+
+
+def _rebuild(cls: type[MarketError], message: str, field: str | None) -> MarketError:
+    return cls(message, field=field)
+
 
 class InvalidInput(MarketError):
     http_status = 422

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -161,6 +162,49 @@ class Submitted:
 
 
 @dataclass(frozen=True)
+class SignedOrder:
+    """A well-typed order whose signature recovers to its owner (nothing checked against the chain yet)."""
+
+    side: OrderSide
+    order: Offer | Request
+    order_hash: str
+    owner: str
+    signature: str
+    matching_order: MatchingOffer | MatchingRequest
+
+
+def signed_order(side: OrderSide, message: dict[str, Any], signature: str, chain_id: int, market: str) -> SignedOrder:
+    """Types, EIP-712 hash and signature of one order: pure work, no I/O (runs in worker processes too)."""
+    cls = Offer if side == OrderSide.OFFER else Request
+    order = parse_typed(cls, message)
+    sig = parse_signature(signature)
+    order_hash = "0x" + order.struct_hash().hex()
+    owner = order.provider if isinstance(order, Offer) else order.trainer
+    try:
+        matching_order = to_matching(order, order_hash)
+    except MatchingError as exc:
+        raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
+    try:
+        signer = order.recover(sig, chain_id, market)
+    except SignatureError as exc:
+        raise InvalidSignature(f"signature is not valid: {exc}", field="signature") from None
+    if signer != owner:
+        raise InvalidSignature(
+            f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
+            f"for chain {chain_id} and market {market}"
+        )
+    return SignedOrder(side, order, order_hash, owner, "0x" + sig.hex(), matching_order)
+
+
+def _signed_or_error(side: OrderSide, message: Any, signature: Any, chain_id: int, market: str
+                     ) -> SignedOrder | MarketError:
+    try:
+        return signed_order(side, message, signature, chain_id, market)
+    except MarketError as exc:
+        return exc
+
+
+@dataclass(frozen=True)
 class VerifiedOrder:
     """An order that passed every check that needs no lock (types, signature, chain state)."""
 
@@ -206,6 +250,61 @@ def signer_of(message: Any, signature: bytes, gateway: ChainGateway) -> str:
         raise InvalidSignature(f"signature is not valid: {exc}", field="signature") from None
 
 
+class SignatureWorkers:
+    """Worker processes for the pure part of batch intake (types, EIP-712 hash, ECDSA recovery),
+    so that it runs beside the one process that owns the book, which otherwise did all of it under
+    one GIL. Spawned, not forked (the service has threads); on Linux each worker is told to exit
+    with the service (PR_SET_PDEATHSIG), so none outlives it, even after a SIGKILL."""
+
+    MIN_ORDERS = 16  # below this, pickling to and from a worker costs more than it saves
+
+    def __init__(self, processes: int):
+        import concurrent.futures
+        import multiprocessing
+
+        self.processes = processes
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            processes, mp_context=multiprocessing.get_context("spawn"), initializer=_signature_worker_init,
+            initargs=(os.getpid(),),
+        )
+        # Start every worker now (imports take a second or two), not in the first batch's request.
+        list(self._pool.map(_ready, range(processes)))
+
+    def signed_orders(self, items: list[tuple[OrderSide, Any, Any]], chain_id: int, market: str
+                      ) -> list[SignedOrder | MarketError]:
+        chunk = -(-len(items) // (2 * self.processes))  # two chunks per worker keep every worker busy
+        parts = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+        out: list[SignedOrder | MarketError] = []
+        for part in self._pool.map(_signed_orders_chunk, parts, [chain_id] * len(parts), [market] * len(parts)):
+            out.extend(part)
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _signature_worker_init(service_pid: int) -> None:
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service, which stops its workers
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != service_pid:  # the service died while this worker was starting
+        os._exit(0)
+
+
+def _ready(_: int) -> bool:
+    return True
+
+
+def _signed_orders_chunk(items: list[tuple[OrderSide, Any, Any]], chain_id: int, market: str
+                         ) -> list[SignedOrder | MarketError]:
+    return [_signed_or_error(side, message, signature, chain_id, market) for side, message, signature in items]
+
+
 class OrderBookService:
     """Intake, cancellation and matching. Thread-safe: one lock around the in-memory book."""
 
@@ -227,6 +326,7 @@ class OrderBookService:
             import scipy.optimize  # noqa: F401 - the auction's solver, loaded now rather than in the first window (~1 s)
         self._last_now = 0
         self._next_seq: int | None = None  # read from the DB once, then counted under the lock
+        self.signature_workers: SignatureWorkers | None = None  # set by the service (MARKET_INTAKE_PROCESSES)
         self._pending: list[_PendingOrder] = []  # verified single orders waiting for the lock
         self._pending_lock = threading.Lock()
         self.chain_state = ChainStateCache(gateway)
@@ -297,10 +397,19 @@ class OrderBookService:
         """Verify, store and match many orders under one lock and one DB transaction; each order is
         accepted or refused on its own (a refused one is not stored), in the given order. The
         deals they make go out together: one openDeals per max_batch_size pairings."""
+        chain_id, market = self.gateway.chain_id, self.gateway.market.address
+        items = [(side, message, signature) for side, message, signature, _ in orders]
+        if self.signature_workers is not None and len(items) >= SignatureWorkers.MIN_ORDERS:
+            signed = self.signature_workers.signed_orders(items, chain_id, market)
+        else:
+            signed = [_signed_or_error(side, message, signature, chain_id, market) for side, message, signature in items]
         verified: list[VerifiedOrder | MarketError] = []
-        for side, message, signature, job_spec in orders:
+        for checked, (_, _, _, job_spec) in zip(signed, orders, strict=True):
+            if isinstance(checked, MarketError):
+                verified.append(checked)
+                continue
             try:
-                verified.append(self.verify(side, message, signature, job_spec))
+                verified.append(self._verify_signed(checked, job_spec))
             except MarketError as exc:
                 verified.append(exc)
         return self._accept(verified)
@@ -308,25 +417,17 @@ class OrderBookService:
     def verify(self, side: OrderSide, message: dict[str, Any], signature: str,
                job_spec: dict[str, Any] | None = None) -> VerifiedOrder:
         """Everything that needs no lock: types, signature, chain state, job spec."""
-        cls = Offer if side == OrderSide.OFFER else Request
-        order = parse_typed(cls, message)
-        sig = parse_signature(signature)
-        order_hash = "0x" + order.struct_hash().hex()
-        owner = order.provider if isinstance(order, Offer) else order.trainer
-        try:
-            matching_order = to_matching(order, order_hash)
-        except MatchingError as exc:
-            raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
-        if signer_of(order, sig, self.gateway) != owner:
-            raise InvalidSignature(
-                f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
-                f"for chain {self.gateway.chain_id} and market {self.gateway.market.address}"
-            )
-        now = self._check_against_chain(order, owner)
+        return self._verify_signed(signed_order(side, message, signature, self.gateway.chain_id,
+                                                self.gateway.market.address), job_spec)
+
+    def _verify_signed(self, signed: SignedOrder, job_spec: dict[str, Any] | None) -> VerifiedOrder:
+        """The checks of an order whose signature is already verified: chain state and job spec."""
+        order = signed.order
+        now = self._check_against_chain(order, signed.owner)
         if isinstance(order, Request):
             self._check_job_spec(order, job_spec)
-        return VerifiedOrder(side, order, order_hash, owner, "0x" + sig.hex(), matching_order, now,
-                             job_spec if isinstance(order, Request) else None)
+        return VerifiedOrder(signed.side, order, signed.order_hash, signed.owner, signed.signature,
+                             signed.matching_order, now, job_spec if isinstance(order, Request) else None)
 
     def _accept(self, verified: list[VerifiedOrder | MarketError]) -> list[Submitted | MarketError]:
         results: list[Submitted | MarketError] = list(verified)

@@ -15,7 +15,7 @@ from marketplace.config import Settings
 from marketplace.db.session import make_engine, migrate
 from marketplace.errors import ServiceUnavailable
 from marketplace.keeper import Keeper
-from marketplace.orderbook import OrderBookService
+from marketplace.orderbook import OrderBookService, SignatureWorkers
 from marketplace.registry import Registry
 from marketplace.verifier import Verifier
 
@@ -61,6 +61,8 @@ class MarketService:
     def start(self) -> None:
         """Recover (rebroadcast signed transactions, rebuild the book) and start the loops."""
         self.book.load()
+        if self.settings.intake_processes and self.book.signature_workers is None:
+            self.book.signature_workers = SignatureWorkers(self.settings.intake_processes)
         self._thread = threading.Thread(target=self._run, name="market-loops", daemon=True)
         self._thread.start()
 
@@ -68,6 +70,9 @@ class MarketService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        workers, self.book.signature_workers = self.book.signature_workers, None
+        if workers is not None:
+            workers.close()
 
     def run_once(self) -> None:
         """One pass of every loop, in dependency order."""

@@ -82,8 +82,9 @@ def proc_cpu_seconds(pid: int | None) -> float:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds spent by the named processes between start() and stop(); `self` is this
-    process (the load generator), read with time.process_time()."""
+    """CPU seconds spent by the named processes (with their direct children: the service's
+    signature workers) between start() and stop(); `self` is this process (the load generator),
+    read with time.process_time()."""
 
     pids: dict[str, int | None]
     wall: float = 0.0
@@ -91,13 +92,13 @@ class CpuMeter:
 
     def start(self) -> CpuMeter:
         self._t0 = time.perf_counter()
-        self._c0 = {name: proc_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._c0 = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
         self._self0 = time.process_time()
         return self
 
     def stop(self) -> CpuMeter:
         self.wall = time.perf_counter() - self._t0
-        self.cpu = {name: proc_cpu_seconds(pid) - self._c0[name] for name, pid in self.pids.items()}
+        self.cpu = {name: tree_cpu_seconds(pid) - self._c0[name] for name, pid in self.pids.items()}
         self.cpu["load generator"] = time.process_time() - self._self0
         return self
 

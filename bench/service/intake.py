@@ -194,9 +194,29 @@ def level_row(label: str, result, meter: CpuMeter) -> dict[str, Any]:
     }
 
 
+def run_batch_levels(stack: Stack, service: ServiceProcess, results: IntakeResults,
+                     batch_levels: tuple[tuple[int, int], ...], batch_sets: list[list[tuple]], processes: int,
+                     resting: int, progress) -> None:
+    """The batch levels against one running service; `resting` orders are in its book at the start."""
+    workers = f", {processes} signature worker{'s' if processes > 1 else ''}" if processes else ""
+    for (per_request, concurrency), orders in zip(batch_levels, batch_sets, strict=True):
+        progress(f"intake: {len(orders):,} orders in POST /orders/batch of {per_request}, concurrency {concurrency}"
+                 f"{workers}")
+        meter = CpuMeter({"service": service.pid, "anvil": stack.anvil_pid}).start()
+        result = fire(service.url, batch_bodies(orders, per_request), concurrency, batch=True)
+        meter.stop()
+        row = level_row(f"marketplace serve, batches of {per_request}{workers}", result, meter)
+        row["per_request"], row["orders"], row["intake_processes"] = per_request, len(orders), processes
+        row["book_before"] = resting
+        resting += row["accepted"]
+        results.batch_levels.append(row)
+        progress(f"  {row['rate']:.0f} orders/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms (per request), "
+                 f"statuses {row['statuses']}")
+
+
 def run_intake(stack: Stack, workdir: Path, *, orders_per_level: int, levels: tuple[int, ...], profile_orders: int,
                signers: int, batch_levels: tuple[tuple[int, int], ...] = (), batch_orders: int = 10_000,
-               progress=print) -> IntakeResults:
+               intake_processes: tuple[int, ...] = (0,), progress=print) -> IntakeResults:
     """Single-order levels (POST /offers, /requests at each concurrency), then batch levels
     (POST /orders/batch with `per_request` orders, at a concurrency), each with orders of its own."""
     results = IntakeResults()
@@ -245,17 +265,8 @@ def run_intake(stack: Stack, workdir: Path, *, orders_per_level: int, levels: tu
             results.levels.append(row)
             progress(f"  {row['rate']:.0f} orders/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
                      f"statuses {row['statuses']}")
-        for (per_request, concurrency), orders in zip(batch_levels, batch_sets, strict=True):
-            progress(f"intake: {len(orders):,} orders in POST /orders/batch of {per_request}, concurrency {concurrency}")
-            meter = CpuMeter({"service": service.pid, "anvil": stack.anvil_pid}).start()
-            result = fire(service.url, batch_bodies(orders, per_request), concurrency, batch=True)
-            meter.stop()
-            row = level_row(f"marketplace serve, batches of {per_request}", result, meter)
-            row["per_request"], row["orders"] = per_request, len(orders)
-            row["book_before"] = 100 + sum(r["accepted"] for r in results.levels + results.batch_levels)
-            results.batch_levels.append(row)
-            progress(f"  {row['rate']:.0f} orders/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms (per request), "
-                     f"statuses {row['statuses']}")
+        run_batch_levels(stack, service, results, batch_levels, batch_sets, 0,
+                         100 + sum(r["accepted"] for r in results.levels), progress)
         if profiled:
             progress(f"profiling the service with py-spy on {len(profiled):,} more orders (not in the table above)")
             spy = PySpy(service.pid, workdir / "intake-profile.txt")
@@ -276,6 +287,25 @@ def run_intake(stack: Stack, workdir: Path, *, orders_per_level: int, levels: tu
         results.stored_orders = httpx.get(f"{service.url}/orders", params={"limit": 1}, timeout=60).json()["total"]
     finally:
         service.stop()
+
+    for processes in intake_processes:
+        if processes == 0 or not batch_levels:
+            continue
+        progress(f"starting marketplace serve with {processes} signature worker process(es) for the batch levels")
+        service = ServiceProcess(stack, workdir, f"intake-{processes}", matching_mode="continuous",
+                                 poll_interval_seconds=1.0, intake_processes=processes)
+        service.start()
+        try:
+            service.wait_indexed()
+            sets = [make_orders(stack, providers, trainers, len(s), salt=(10 + processes) * 10**8 + i * 10**7)
+                    for i, s in enumerate(batch_sets)]
+            warm = fire(service.url, batch_bodies(sets[0][:100], 100), 1, batch=True)  # owners' state, workers
+            if warm.non_2xx:
+                raise RuntimeError(f"warm-up orders refused: {warm.errors}")
+            run_batch_levels(stack, service, results, batch_levels, [s[100:] if i == 0 else s for i, s in
+                                                                     enumerate(sets)], processes, 100, progress)
+        finally:
+            service.stop()
 
     for workers, concurrency in [(1, c) for c in levels] + [(2, max(levels))]:
         progress(f"baseline: trivial FastAPI endpoint, {workers} uvicorn worker(s), concurrency {concurrency}")
@@ -306,10 +336,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", default="100x4", help="batch levels, orders per request x concurrency, comma-separated "
                         "(default %(default)s; empty: none)")
     parser.add_argument("--batch-orders", type=int, default=10_000, help="orders per batch level (default %(default)s)")
+    parser.add_argument("--intake-processes", default="0,1", help="signature worker processes for the batch levels, "
+                        "one service per value (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.levels = tuple(int(x) for x in args.concurrency.split(",") if x.strip())
     args.batch_levels = parse_batch_levels(args.batch)
+    args.intake_processes = tuple(int(x) for x in args.intake_processes.split(",") if x.strip())
     return args
 
 
@@ -330,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.start()
             results = run_intake(stack, Path(tmp), orders_per_level=args.orders, levels=args.levels,
                                  profile_orders=args.profile_orders, signers=args.signers,
-                                 batch_levels=args.batch_levels, batch_orders=args.batch_orders)
+                                 batch_levels=args.batch_levels, batch_orders=args.batch_orders,
+                                 intake_processes=args.intake_processes)
             results.meta["load_start"], results.meta["load_end"] = load_start, load_average()
         finally:
             stack.close()
