@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from marketplace.api.app import create_app
 from marketplace.client import MarketClient
 from marketplace.db.models import ChainTx, MatchRow
+from marketplace.orderbook import SignatureWorkers
 from marketplace.service import MarketService
 
 from devnet_market import (  # noqa: I001 - tests/service is on sys.path under pytest
@@ -182,3 +183,19 @@ def test_client__submit_batch__typed_per_order_results(env):
     assert result.results[0].hash == "0x" + offer.struct_hash().hex()
     assert (result.results[1].status, result.results[1].error) == (409, "conflict")  # same order again
     assert api.order(result.results[0].hash).status == "open"
+
+
+def test_batch__through_signature_workers__same_verdicts(env, request):
+    market, service, client = env
+    workers = SignatureWorkers(1)
+    service.book.signature_workers = workers
+    request.addfinalizer(lambda: (setattr(service.book, "signature_workers", None), workers.close()))
+    offers = [market.offer(PROVIDER, counter=1, gpuModel=2, vramGb=24, salt=9_000 + i) for i in range(20)]
+    items = [{"side": "offer", "order": json_message(o), "signature": market.sign(o, PROVIDER)} for o in offers]
+    items[5]["signature"] = market.sign(offers[5], TRAINER)  # signed by someone else
+    items[6]["order"] = {**items[6]["order"], "vramGb": True}  # bool where an integer belongs
+    body = client.post("/orders/batch", json={"orders": items}).json()
+    assert [r["status"] for r in body["results"]] == [201] * 5 + [401, 422] + [201] * 13
+    assert body["results"][6]["field"] == "vramGb"
+    assert [r["hash"] for r in body["results"] if r["status"] == 201] == [
+        "0x" + o.struct_hash().hex() for i, o in enumerate(offers) if i not in (5, 6)]
