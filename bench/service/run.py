@@ -334,7 +334,7 @@ def analysis(r: dict[str, Any]) -> dict[str, str]:
         f"the receipt, each of which makes anvil execute the transaction (~{batched['open_gas_per_deal'] * 50:,.0f} "
         f"gas for 50 deals), and the indexer; reads are batched (one JSON-RPC batch per receipt's order states, per "
         f"keeper tick's deals, per indexer chunk's blocks). The *work* stage is the bench playing {batched['signers']} "
-        f"providers one transaction at a time (startDeal and completeDeal per deal: {batched['provider_gas_per_deal']:,.0f} "
+        f"providers, their transactions pre-signed and sent at once (startDeal and completeDeal per deal: {batched['provider_gas_per_deal']:,.0f} "
         f"gas per deal): {2 * batched['pairs']} transactions in {st['work (bench)']:.1f} s, i.e. anvil's automine "
         f"(one block per transaction) takes ~{2 * batched['pairs'] / st['work (bench)']:,.0f} transactions/s here, "
         f"which alone caps end to end at ~{batched['pairs'] / st['work (bench)']:,.0f} deals/s whatever the service "
