@@ -470,8 +470,15 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         if (_orderStates[orderHash].cancelled) revert ComputeMarketOrderCancelled(orderHash);
         uint256 current = _counters[owner];
         if (counter != current) revert ComputeMarketStaleCounter(orderHash, counter, current);
-        // ECDSA (low-s only, so no malleable twins) for EOAs, ERC-1271 for contract wallets.
-        if (!SignatureChecker.isValidSignatureNow(owner, _hashTypedDataV4(orderHash), signature)) {
+        bytes32 digest = _hashTypedDataV4(orderHash);
+        // ECDSA first (low-s only, so no malleable twins): an EOA's order then costs no EXTCODESIZE
+        // on its owner (a cold account access). Anything that does not recover to the owner is
+        // asked of the owner as an ERC-1271 wallet; an EOA answers nothing, which is a refusal.
+        // Only the error's detail (the third value) is ignored; the error itself is checked.
+        // slither-disable-next-line unused-return
+        (address recovered, ECDSA.RecoverError recoverError,) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (recoverError == ECDSA.RecoverError.NoError && recovered == owner) return;
+        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(owner, digest, signature)) {
             revert ComputeMarketInvalidSignature(orderHash, owner);
         }
     }
