@@ -8,6 +8,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {LowLevelCall} from "@openzeppelin/contracts/utils/LowLevelCall.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IComputeMarket} from "./interfaces/IComputeMarket.sol";
@@ -62,6 +63,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     ///      Checking it makes an under-funded batch revert instead of reporting out-of-gas as
     ///      refused pairings, so gas estimation finds a limit that lets every pairing run.
     uint256 private constant MIN_GAS_PER_OPEN = OPEN_GAS_LIMIT + OPEN_GAS_LIMIT / 63 + 20_000;
+    /// @dev Head of an ABI-encoded Match: Offer (15 words) and Request (16 words) inline, the two
+    ///      signatures' offsets and dealHours.
+    uint256 private constant MATCH_HEAD_BYTES = (15 + 1 + 16 + 1 + 1) * 32;
 
     // ───────────────────────────── storage ─────────────────────────────
 
@@ -198,16 +202,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         dealIds = new uint256[](matches.length);
         for (uint256 i = 0; i < matches.length; ++i) {
             if (gasleft() < MIN_GAS_PER_OPEN) revert ComputeMarketInsufficientGas(gasleft(), MIN_GAS_PER_OPEN);
-            Match calldata m = matches[i];
-            try this.openDeal{gas: OPEN_GAS_LIMIT}(
-                m.offer, m.offerSignature, m.request, m.requestSignature, m.dealHours
-            ) returns (
-                uint256 dealId
-            ) {
-                dealIds[i] = dealId;
-            } catch (bytes memory reason) {
-                emit DealOpenFailed(i, reason);
-            }
+            (bool opened, uint256 dealId) = _openForwarded(matches[i]);
+            if (opened) dealIds[i] = dealId;
+            else emit DealOpenFailed(i, LowLevelCall.returnData());
         }
     }
 
@@ -435,6 +432,40 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         DealStatus status = deal.status;
         if (status == DealStatus.None || uint8(status) >= uint8(DealStatus.Settled)) return 0;
         return _escrow(deal) - _gross(deal, deal.withdrawnSeconds);
+    }
+
+    // ───────────────────────────── internal: batch opening ─────────────────────────────
+
+    /// @dev Calls `this.openDeal` with OPEN_GAS_LIMIT on one pairing of openDeals, so that its
+    ///      failure (or a signer burning gas) is isolated. openDeal's arguments are encoded exactly
+    ///      as a Match tuple (same fields in the same order, offsets relative to the tuple's start),
+    ///      so the pairing's calldata is forwarded as it came instead of being decoded and re-encoded
+    ///      in memory; the callee decodes and validates it as for any direct call.
+    /// @return opened whether openDeal succeeded (if not, the return data is its revert data)
+    function _openForwarded(Match calldata m) private returns (bool opened, uint256 dealId) {
+        // The head (static Offer and Request inline, two offsets, dealHours) and both signatures'
+        // bytes, wherever the encoding put them; Solidity checked both lie within the calldata.
+        bytes calldata offerSignature = m.offerSignature;
+        bytes calldata requestSignature = m.requestSignature;
+        uint256 start;
+        uint256 offerSignatureEnd;
+        uint256 requestSignatureEnd;
+        assembly ("memory-safe") {
+            start := m
+            offerSignatureEnd := add(offerSignature.offset, offerSignature.length)
+            requestSignatureEnd := add(requestSignature.offset, requestSignature.length)
+        }
+        uint256 end = Math.max(start + MATCH_HEAD_BYTES, Math.max(offerSignatureEnd, requestSignatureEnd));
+        bytes4 selector = this.openDeal.selector;
+        assembly ("memory-safe") {
+            // Built past the free memory pointer and not kept, so a batch does not grow memory.
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            let size := sub(end, start)
+            calldatacopy(add(ptr, 4), start, size)
+            opened := call(OPEN_GAS_LIMIT, address(), 0, ptr, add(size, 4), 0x00, 0x20)
+            dealId := mload(0x00)
+        }
     }
 
     // ───────────────────────────── internal: vault ─────────────────────────────
