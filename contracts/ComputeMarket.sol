@@ -192,8 +192,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         _checkOrder(offerHash, offer.provider, offer.counter, offer.expiry, offerSignature);
         _checkOrder(requestHash, request.trainer, request.counter, request.expiry, requestSignature);
         uint32 startDeadline = _fill(offer, offerHash, request, requestHash, dealHours);
-        dealId = _createDeal(offer, request, dealHours, startDeadline);
-        _emitDealOpened(dealId, offer, request, offerHash, requestHash, dealHours, startDeadline);
+        uint256 escrow;
+        uint256 collateral;
+        (dealId, escrow, collateral) = _createDeal(offer, request, dealHours, startDeadline);
+        _emitDealOpened(dealId, offer, request, offerHash, requestHash, dealHours, startDeadline, escrow, collateral);
     }
 
     /// @notice Opens many deals; a pairing that fails emits DealOpenFailed and the batch goes on,
@@ -228,8 +230,11 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         uint32 already = deal.withdrawnSeconds;
         if (elapsed <= already) revert ComputeMarketNothingAccrued(dealId);
         deal.withdrawnSeconds = elapsed;
-        (uint256 providerNet, uint256 fee) = _payProvider(deal, already, elapsed);
-        _credit(treasury, deal.token, fee);
+        address token = deal.token;
+        // The gross total is not needed here: nothing returns to the buyer before the deal ends.
+        // slither-disable-next-line unused-return
+        (uint256 providerNet, uint256 fee,) = _payProvider(deal, _hourlyRate(deal), token, already, elapsed);
+        _credit(treasury, token, fee);
         emit AccruedWithdrawn(dealId, deal.provider, providerNet, elapsed);
     }
 
@@ -347,7 +352,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         }
         deal.status = DealStatus.Refunded;
         uint256 escrow = _escrow(deal);
-        uint256 collateral = _collateral(deal, escrow);
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         _credit(deal.buyer, deal.token, escrow);
         emit DealRefunded(dealId, escrow, collateral);
         if (collateral != 0) staking.slash(deal.provider, deal.token, collateral, deal.buyer);
@@ -360,9 +365,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         deal.status = DealStatus.Aborted;
         uint32 elapsed = _elapsedSeconds(deal);
         deal.usedSeconds = elapsed;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, elapsed);
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, elapsed);
         emit DealAborted(dealId, providerPaid, buyerRefund, fee);
-        _releaseCollateral(deal);
+        _releaseCollateral(deal, escrow);
         _recordDelivery(deal, elapsed);
     }
 
@@ -576,38 +581,42 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         startDeadline = uint32(latestStart);
     }
 
+    /// @dev Stores the deal, takes its escrow from the buyer and locks the collateral. Amounts come
+    ///      from the orders and the current ratios, not read back from the deal just written.
     function _createDeal(Offer calldata offer, Request calldata request, uint32 dealHours, uint32 startDeadline)
         private
-        returns (uint256 dealId)
+        returns (uint256 dealId, uint256 escrow, uint256 collateral)
     {
         unchecked {
             // one id per transaction-level call; cannot reach 2^256
             dealId = ++dealCount;
         }
+        address buyer = request.trainer;
+        address provider = offer.provider;
+        address token = offer.token;
+        uint16 ratioBps = collateralBps;
         Deal storage deal = _deals[dealId];
-        deal.buyer = request.trainer;
+        deal.buyer = buyer;
         deal.status = DealStatus.Open;
         deal.flags = (offer.greenEnergy ? FLAG_GREEN : 0) | (request.settlementRule << 1);
         deal.gpuCount = request.gpuCount;
         deal.bookedHours = dealHours;
         deal.startDeadline = startDeadline;
-        deal.provider = offer.provider;
+        deal.provider = provider;
         deal.feeBps = protocolFeeBps;
-        deal.collateralBps = collateralBps;
-        deal.token = offer.token;
+        deal.collateralBps = ratioBps;
+        deal.token = token;
         deal.pricePerGpuHour = offer.pricePerGpuHour;
 
-        uint256 escrow = _escrow(deal);
-        uint256 available = _balances[request.trainer][offer.token];
-        if (available < escrow) {
-            revert ComputeMarketInsufficientBalance(request.trainer, offer.token, available, escrow);
-        }
+        escrow = uint256(offer.pricePerGpuHour) * request.gpuCount * dealHours;
+        uint256 available = _balances[buyer][token];
+        if (available < escrow) revert ComputeMarketInsufficientBalance(buyer, token, available, escrow);
         unchecked {
             // available >= escrow was checked just above
-            _balances[request.trainer][offer.token] = available - escrow;
+            _balances[buyer][token] = available - escrow;
         }
-        uint256 collateral = _collateral(deal, escrow);
-        if (collateral != 0) staking.lock(offer.provider, offer.token, collateral);
+        collateral = _collateral(escrow, ratioBps);
+        if (collateral != 0) staking.lock(provider, token, collateral);
     }
 
     function _emitDealOpened(
@@ -617,10 +626,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         bytes32 offerHash,
         bytes32 requestHash,
         uint32 dealHours,
-        uint32 startDeadline
+        uint32 startDeadline,
+        uint256 escrow,
+        uint256 collateral
     ) private {
-        Deal storage deal = _deals[dealId];
-        uint256 escrow = _escrow(deal);
         emit DealOpened(
             dealId,
             offer.provider,
@@ -633,7 +642,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
             request.gpuCount,
             dealHours,
             escrow,
-            _collateral(deal, escrow),
+            collateral,
             startDeadline
         );
     }
@@ -666,17 +675,17 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     function _settle(Deal storage deal, uint256 dealId) private {
         deal.status = DealStatus.Settled;
         uint32 used = deal.usedSeconds;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, used);
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, used);
         emit DealSettled(dealId, providerPaid, buyerRefund, fee);
-        _releaseCollateral(deal);
+        _releaseCollateral(deal, escrow);
         _recordDelivery(deal, used);
     }
 
     function _resolve(Deal storage deal, uint256 dealId, uint32 providerSeconds, bool providerAtFault) private {
         deal.status = DealStatus.Resolved;
         deal.usedSeconds = providerSeconds;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, providerSeconds);
-        uint256 collateral = _collateral(deal, _escrow(deal));
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, providerSeconds);
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         uint256 slashed = providerAtFault ? collateral : 0;
         emit DealResolved(dealId, providerPaid, buyerRefund, fee, slashed);
         if (collateral == 0) return;
@@ -685,35 +694,41 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     }
 
     /// @dev Final split for `paidSeconds` of service: pays the provider what was not yet withdrawn,
-    ///      the fee to the treasury, and the unused escrow back to the buyer.
+    ///      the fee to the treasury, and the unused escrow back to the buyer; also returns the escrow.
     function _payout(Deal storage deal, uint32 paidSeconds)
         private
-        returns (uint256 providerPaid, uint256 buyerRefund, uint256 fee)
+        returns (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow)
     {
-        uint256 gross = _gross(deal, paidSeconds);
-        buyerRefund = _escrow(deal) - gross;
-        (providerPaid, fee) = _payProvider(deal, deal.withdrawnSeconds, paidSeconds);
-        _credit(deal.buyer, deal.token, buyerRefund);
-        _credit(treasury, deal.token, fee);
+        uint256 hourlyRate = _hourlyRate(deal);
+        escrow = hourlyRate * deal.bookedHours;
+        address token = deal.token;
+        uint256 gross;
+        (providerPaid, fee, gross) = _payProvider(deal, hourlyRate, token, deal.withdrawnSeconds, paidSeconds);
+        buyerRefund = escrow - gross;
+        _credit(deal.buyer, token, buyerRefund);
+        _credit(treasury, token, fee);
     }
 
     /// @dev Credits the provider for service between two cumulative marks, net of the fee;
-    ///      returns (net paid, fee). Cumulative so that rounding never depends on how it was split.
-    function _payProvider(Deal storage deal, uint32 fromSeconds, uint32 toSeconds)
+    ///      returns (net paid, fee, gross up to `toSeconds`). Cumulative so that rounding never
+    ///      depends on how it was split. The deal's rate and token are passed in by callers that
+    ///      already read them.
+    function _payProvider(Deal storage deal, uint256 hourlyRate, address token, uint32 fromSeconds, uint32 toSeconds)
         private
-        returns (uint256 net, uint256 fee)
+        returns (uint256 net, uint256 fee, uint256 grossTo)
     {
-        uint256 grossFrom = _gross(deal, fromSeconds);
-        uint256 grossTo = _gross(deal, toSeconds);
-        uint256 feeFrom = grossFrom * deal.feeBps / BPS;
-        uint256 feeTo = grossTo * deal.feeBps / BPS;
+        uint256 grossFrom = hourlyRate * fromSeconds / SECONDS_PER_HOUR;
+        grossTo = hourlyRate * toSeconds / SECONDS_PER_HOUR;
+        uint256 feeBps = deal.feeBps;
+        uint256 feeFrom = grossFrom * feeBps / BPS;
+        uint256 feeTo = grossTo * feeBps / BPS;
         fee = feeTo - feeFrom;
         net = (grossTo - feeTo) - (grossFrom - feeFrom);
-        _credit(deal.provider, deal.token, net);
+        _credit(deal.provider, token, net);
     }
 
-    function _releaseCollateral(Deal storage deal) private {
-        uint256 collateral = _collateral(deal, _escrow(deal));
+    function _releaseCollateral(Deal storage deal, uint256 escrow) private {
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         if (collateral != 0) staking.unlock(deal.provider, deal.token, collateral);
     }
 
@@ -735,6 +750,11 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         return uint32(Math.min(elapsed, Math.min(booked, type(uint32).max)));
     }
 
+    /// @dev Price of one hour of the whole deal (all its GPUs).
+    function _hourlyRate(Deal storage deal) private view returns (uint256) {
+        return uint256(deal.pricePerGpuHour) * deal.gpuCount;
+    }
+
     function _escrow(Deal storage deal) private view returns (uint256) {
         return uint256(deal.pricePerGpuHour) * deal.gpuCount * deal.bookedHours;
     }
@@ -743,8 +763,8 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         return uint256(deal.pricePerGpuHour) * deal.gpuCount * seconds_ / SECONDS_PER_HOUR;
     }
 
-    function _collateral(Deal storage deal, uint256 escrow) private view returns (uint256) {
-        return Math.mulDiv(escrow, deal.collateralBps, BPS, Math.Rounding.Ceil);
+    function _collateral(uint256 escrow, uint256 ratioBps) private pure returns (uint256) {
+        return Math.mulDiv(escrow, ratioBps, BPS, Math.Rounding.Ceil);
     }
 
     function _setProtocolFee(uint16 feeBps) private {
