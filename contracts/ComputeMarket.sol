@@ -65,7 +65,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     uint256 private constant MIN_GAS_PER_OPEN = OPEN_GAS_LIMIT + OPEN_GAS_LIMIT / 63 + 20_000;
     /// @dev Head of an ABI-encoded Match: Offer (15 words) and Request (16 words) inline, the two
     ///      signatures' offsets and dealHours.
-    uint256 private constant MATCH_HEAD_BYTES = (15 + 1 + 16 + 1 + 1) * 32;
+    uint256 private constant MATCH_HEAD_BYTES = 1088; // (15 + 1 + 16 + 1 + 1) words
 
     // ───────────────────────────── storage ─────────────────────────────
 
@@ -448,6 +448,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     ///      in memory; the callee decodes and validates it as for any direct call.
     /// @return opened whether openDeal succeeded (if not, the return data is its revert data)
     function _openForwarded(Match calldata m) private returns (bool opened, uint256 dealId) {
+        // Malformed calldata is the submitter's mistake, not a refused pairing: it reverts the
+        // batch, as decoding the Match to re-encode it did.
+        _requireCanonical(m.offer);
+        _requireCanonical(m.request);
         // The head (static Offer and Request inline, two offsets, dealHours) and both signatures'
         // bytes, wherever the encoding put them; Solidity checked both lie within the calldata.
         bytes calldata offerSignature = m.offerSignature;
@@ -457,6 +461,8 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         uint256 requestSignatureEnd;
         assembly ("memory-safe") {
             start := m
+            // dealHours, the head's last word, is a uint32
+            if shr(32, calldataload(add(m, sub(MATCH_HEAD_BYTES, 0x20)))) { revert(0, 0) }
             offerSignatureEnd := add(offerSignature.offset, offerSignature.length)
             requestSignatureEnd := add(requestSignature.offset, requestSignature.length)
         }
@@ -470,6 +476,47 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
             calldatacopy(add(ptr, 4), start, size)
             opened := call(OPEN_GAS_LIMIT, address(), 0, ptr, add(size, 4), 0x00, 0x20)
             dealId := mload(0x00)
+        }
+    }
+
+    // ───────────────────────────── internal: calldata ─────────────────────────────
+
+    /// @dev Reverts without data, as the ABI decoder does, if a field of the offer has bits set
+    ///      beyond its type (an encoding no standard encoder produces). Fields in declaration
+    ///      order, one word each; salt and counter are full words.
+    function _requireCanonical(Offer calldata offer) private pure {
+        assembly ("memory-safe") {
+            let dirty := or(shr(160, calldataload(offer)), shr(16, calldataload(add(offer, 0x20)))) // provider, gpuModel
+            dirty := or(dirty, shr(16, calldataload(add(offer, 0x40)))) // gpuCount
+            dirty := or(dirty, shr(16, calldataload(add(offer, 0x60)))) // vramGb
+            dirty := or(dirty, shr(8, calldataload(add(offer, 0x80)))) // region
+            dirty := or(dirty, shr(1, calldataload(add(offer, 0xa0)))) // greenEnergy
+            dirty := or(dirty, shr(160, calldataload(add(offer, 0xc0)))) // token
+            dirty := or(dirty, shr(96, calldataload(add(offer, 0xe0)))) // pricePerGpuHour
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x100)))) // minHours
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x120)))) // maxHours
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x140)))) // capacityGpuHours
+            dirty := or(dirty, shr(64, calldataload(add(offer, 0x160)))) // availableUntil
+            dirty := or(dirty, shr(64, calldataload(add(offer, 0x180)))) // expiry
+            if dirty { revert(0, 0) }
+        }
+    }
+
+    /// @dev As for offers; regionMask, jobSpecHash, salt and counter are full words.
+    function _requireCanonical(Request calldata request) private pure {
+        assembly ("memory-safe") {
+            let dirty := or(shr(160, calldataload(request)), shr(16, calldataload(add(request, 0x20)))) // trainer, gpuModel
+            dirty := or(dirty, shr(16, calldataload(add(request, 0x40)))) // gpuCount
+            dirty := or(dirty, shr(16, calldataload(add(request, 0x60)))) // minVramGb
+            dirty := or(dirty, shr(1, calldataload(add(request, 0xa0)))) // greenOnly
+            dirty := or(dirty, shr(160, calldataload(add(request, 0xc0)))) // token
+            dirty := or(dirty, shr(96, calldataload(add(request, 0xe0)))) // maxPricePerGpuHour
+            dirty := or(dirty, shr(32, calldataload(add(request, 0x100)))) // totalHours
+            dirty := or(dirty, shr(32, calldataload(add(request, 0x120)))) // minHours
+            dirty := or(dirty, shr(64, calldataload(add(request, 0x140)))) // startBy
+            dirty := or(dirty, shr(64, calldataload(add(request, 0x160)))) // expiry
+            dirty := or(dirty, shr(8, calldataload(add(request, 0x1a0)))) // settlementRule
+            if dirty { revert(0, 0) }
         }
     }
 
