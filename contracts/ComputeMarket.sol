@@ -785,7 +785,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         uint256 grossFrom = hourlyRate * fromSeconds / SECONDS_PER_HOUR;
         grossTo = hourlyRate * toSeconds / SECONDS_PER_HOUR;
         uint256 feeBps = deal.feeBps;
+        // The fee is taken from the rounded-down gross amounts, as the money rules say.
+        // slither-disable-next-line divide-before-multiply
         uint256 feeFrom = grossFrom * feeBps / BPS;
+        // slither-disable-next-line divide-before-multiply
         uint256 feeTo = grossTo * feeBps / BPS;
         fee = feeTo - feeFrom;
         net = (grossTo - feeTo) - (grossFrom - feeFrom);
