@@ -8,6 +8,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {LowLevelCall} from "@openzeppelin/contracts/utils/LowLevelCall.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IComputeMarket} from "./interfaces/IComputeMarket.sol";
@@ -62,6 +63,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     ///      Checking it makes an under-funded batch revert instead of reporting out-of-gas as
     ///      refused pairings, so gas estimation finds a limit that lets every pairing run.
     uint256 private constant MIN_GAS_PER_OPEN = OPEN_GAS_LIMIT + OPEN_GAS_LIMIT / 63 + 20_000;
+    /// @dev Head of an ABI-encoded Match: Offer (15 words) and Request (16 words) inline, the two
+    ///      signatures' offsets and dealHours.
+    uint256 private constant MATCH_HEAD_BYTES = 1088; // (15 + 1 + 16 + 1 + 1) words
 
     // ───────────────────────────── storage ─────────────────────────────
 
@@ -188,8 +192,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         _checkOrder(offerHash, offer.provider, offer.counter, offer.expiry, offerSignature);
         _checkOrder(requestHash, request.trainer, request.counter, request.expiry, requestSignature);
         uint32 startDeadline = _fill(offer, offerHash, request, requestHash, dealHours);
-        dealId = _createDeal(offer, request, dealHours, startDeadline);
-        _emitDealOpened(dealId, offer, request, offerHash, requestHash, dealHours, startDeadline);
+        uint256 escrow;
+        uint256 collateral;
+        (dealId, escrow, collateral) = _createDeal(offer, request, dealHours, startDeadline);
+        _emitDealOpened(dealId, offer, request, offerHash, requestHash, dealHours, startDeadline, escrow, collateral);
     }
 
     /// @notice Opens many deals; a pairing that fails emits DealOpenFailed and the batch goes on,
@@ -198,16 +204,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         dealIds = new uint256[](matches.length);
         for (uint256 i = 0; i < matches.length; ++i) {
             if (gasleft() < MIN_GAS_PER_OPEN) revert ComputeMarketInsufficientGas(gasleft(), MIN_GAS_PER_OPEN);
-            Match calldata m = matches[i];
-            try this.openDeal{gas: OPEN_GAS_LIMIT}(
-                m.offer, m.offerSignature, m.request, m.requestSignature, m.dealHours
-            ) returns (
-                uint256 dealId
-            ) {
-                dealIds[i] = dealId;
-            } catch (bytes memory reason) {
-                emit DealOpenFailed(i, reason);
-            }
+            (bool opened, uint256 dealId) = _openForwarded(matches[i]);
+            if (opened) dealIds[i] = dealId;
+            else emit DealOpenFailed(i, LowLevelCall.returnData());
         }
     }
 
@@ -231,8 +230,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         uint32 already = deal.withdrawnSeconds;
         if (elapsed <= already) revert ComputeMarketNothingAccrued(dealId);
         deal.withdrawnSeconds = elapsed;
-        (uint256 providerNet, uint256 fee) = _payProvider(deal, already, elapsed);
-        _credit(treasury, deal.token, fee);
+        address token = deal.token;
+        // The gross total is not needed here: nothing returns to the buyer before the deal ends.
+        (uint256 providerNet, uint256 fee,) = _payProvider(deal, _hourlyRate(deal), token, already, elapsed);
+        _credit(treasury, token, fee);
         emit AccruedWithdrawn(dealId, deal.provider, providerNet, elapsed);
     }
 
@@ -350,7 +351,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         }
         deal.status = DealStatus.Refunded;
         uint256 escrow = _escrow(deal);
-        uint256 collateral = _collateral(deal, escrow);
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         _credit(deal.buyer, deal.token, escrow);
         emit DealRefunded(dealId, escrow, collateral);
         if (collateral != 0) staking.slash(deal.provider, deal.token, collateral, deal.buyer);
@@ -363,9 +364,9 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         deal.status = DealStatus.Aborted;
         uint32 elapsed = _elapsedSeconds(deal);
         deal.usedSeconds = elapsed;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, elapsed);
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, elapsed);
         emit DealAborted(dealId, providerPaid, buyerRefund, fee);
-        _releaseCollateral(deal);
+        _releaseCollateral(deal, escrow);
         _recordDelivery(deal, elapsed);
     }
 
@@ -391,12 +392,30 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
 
     // ───────────────────────────── views ─────────────────────────────
 
-    function hashOffer(Offer calldata offer) public pure returns (bytes32) {
-        return keccak256(abi.encode(OFFER_TYPEHASH, offer));
+    /// @dev keccak256(abi.encode(OFFER_TYPEHASH, offer)), hashed from the calldata words as they are
+    ///      (abi.encode's field-by-field copy into memory cost ~1.5k gas more per order), once checked
+    ///      to be the canonical encoding: a malformed field reverts without data, as when decoded.
+    function hashOffer(Offer calldata offer) public pure returns (bytes32 structHash) {
+        _requireCanonical(offer);
+        bytes32 typeHash = OFFER_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            calldatacopy(add(ptr, 0x20), offer, 0x1e0)
+            structHash := keccak256(ptr, 0x200)
+        }
     }
 
-    function hashRequest(Request calldata request) public pure returns (bytes32) {
-        return keccak256(abi.encode(REQUEST_TYPEHASH, request));
+    /// @dev keccak256(abi.encode(REQUEST_TYPEHASH, request)); see hashOffer.
+    function hashRequest(Request calldata request) public pure returns (bytes32 structHash) {
+        _requireCanonical(request);
+        bytes32 typeHash = REQUEST_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            calldatacopy(add(ptr, 0x20), request, 0x200)
+            structHash := keccak256(ptr, 0x220)
+        }
     }
 
     /// @notice The EIP-712 digest a signer signs for an order's struct hash.
@@ -437,6 +456,89 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         return _escrow(deal) - _gross(deal, deal.withdrawnSeconds);
     }
 
+    // ───────────────────────────── internal: batch opening ─────────────────────────────
+
+    /// @dev Calls `this.openDeal` with OPEN_GAS_LIMIT on one pairing of openDeals, so that its
+    ///      failure (or a signer burning gas) is isolated. openDeal's arguments are encoded exactly
+    ///      as a Match tuple (same fields in the same order, offsets relative to the tuple's start),
+    ///      so the pairing's calldata is forwarded as it came instead of being decoded and re-encoded
+    ///      in memory; the callee decodes and validates it as for any direct call.
+    /// @return opened whether openDeal succeeded (if not, the return data is its revert data)
+    function _openForwarded(Match calldata m) private returns (bool opened, uint256 dealId) {
+        // Malformed calldata is the submitter's mistake, not a refused pairing: it reverts the
+        // batch, as decoding the Match to re-encode it did.
+        _requireCanonical(m.offer);
+        _requireCanonical(m.request);
+        // The head (static Offer and Request inline, two offsets, dealHours) and both signatures'
+        // bytes, wherever the encoding put them; Solidity checked both lie within the calldata.
+        bytes calldata offerSignature = m.offerSignature;
+        bytes calldata requestSignature = m.requestSignature;
+        uint256 start;
+        uint256 offerSignatureEnd;
+        uint256 requestSignatureEnd;
+        assembly ("memory-safe") {
+            start := m
+            // dealHours, the head's last word, is a uint32
+            if shr(32, calldataload(add(m, sub(MATCH_HEAD_BYTES, 0x20)))) { revert(0, 0) }
+            offerSignatureEnd := add(offerSignature.offset, offerSignature.length)
+            requestSignatureEnd := add(requestSignature.offset, requestSignature.length)
+        }
+        uint256 end = Math.max(start + MATCH_HEAD_BYTES, Math.max(offerSignatureEnd, requestSignatureEnd));
+        bytes4 selector = this.openDeal.selector;
+        assembly ("memory-safe") {
+            // Built past the free memory pointer and not kept, so a batch does not grow memory.
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            let size := sub(end, start)
+            calldatacopy(add(ptr, 4), start, size)
+            opened := call(OPEN_GAS_LIMIT, address(), 0, ptr, add(size, 4), 0x00, 0x20)
+            dealId := mload(0x00)
+        }
+    }
+
+    // ───────────────────────────── internal: calldata ─────────────────────────────
+
+    /// @dev Reverts without data, as the ABI decoder does, if a field of the offer has bits set
+    ///      beyond its type (an encoding no standard encoder produces). Fields in declaration
+    ///      order, one word each; salt and counter are full words.
+    function _requireCanonical(Offer calldata offer) private pure {
+        assembly ("memory-safe") {
+            let dirty := shr(160, calldataload(offer)) // provider
+            dirty := or(dirty, shr(16, calldataload(add(offer, 0x20)))) // gpuModel
+            dirty := or(dirty, shr(16, calldataload(add(offer, 0x40)))) // gpuCount
+            dirty := or(dirty, shr(16, calldataload(add(offer, 0x60)))) // vramGb
+            dirty := or(dirty, shr(8, calldataload(add(offer, 0x80)))) // region
+            dirty := or(dirty, shr(1, calldataload(add(offer, 0xa0)))) // greenEnergy
+            dirty := or(dirty, shr(160, calldataload(add(offer, 0xc0)))) // token
+            dirty := or(dirty, shr(96, calldataload(add(offer, 0xe0)))) // pricePerGpuHour
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x100)))) // minHours
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x120)))) // maxHours
+            dirty := or(dirty, shr(32, calldataload(add(offer, 0x140)))) // capacityGpuHours
+            dirty := or(dirty, shr(64, calldataload(add(offer, 0x160)))) // availableUntil
+            dirty := or(dirty, shr(64, calldataload(add(offer, 0x180)))) // expiry
+            if dirty { revert(0, 0) }
+        }
+    }
+
+    /// @dev As for offers; regionMask, jobSpecHash, salt and counter are full words.
+    function _requireCanonical(Request calldata request) private pure {
+        assembly ("memory-safe") {
+            let dirty := shr(160, calldataload(request)) // trainer
+            dirty := or(dirty, shr(16, calldataload(add(request, 0x20)))) // gpuModel
+            dirty := or(dirty, shr(16, calldataload(add(request, 0x40)))) // gpuCount
+            dirty := or(dirty, shr(16, calldataload(add(request, 0x60)))) // minVramGb
+            dirty := or(dirty, shr(1, calldataload(add(request, 0xa0)))) // greenOnly
+            dirty := or(dirty, shr(160, calldataload(add(request, 0xc0)))) // token
+            dirty := or(dirty, shr(96, calldataload(add(request, 0xe0)))) // maxPricePerGpuHour
+            dirty := or(dirty, shr(32, calldataload(add(request, 0x100)))) // totalHours
+            dirty := or(dirty, shr(32, calldataload(add(request, 0x120)))) // minHours
+            dirty := or(dirty, shr(64, calldataload(add(request, 0x140)))) // startBy
+            dirty := or(dirty, shr(64, calldataload(add(request, 0x160)))) // expiry
+            dirty := or(dirty, shr(8, calldataload(add(request, 0x1a0)))) // settlementRule
+            if dirty { revert(0, 0) }
+        }
+    }
+
     // ───────────────────────────── internal: vault ─────────────────────────────
 
     function _deposit(address token, uint256 amount) private {
@@ -470,8 +572,15 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         if (_orderStates[orderHash].cancelled) revert ComputeMarketOrderCancelled(orderHash);
         uint256 current = _counters[owner];
         if (counter != current) revert ComputeMarketStaleCounter(orderHash, counter, current);
-        // ECDSA (low-s only, so no malleable twins) for EOAs, ERC-1271 for contract wallets.
-        if (!SignatureChecker.isValidSignatureNow(owner, _hashTypedDataV4(orderHash), signature)) {
+        bytes32 digest = _hashTypedDataV4(orderHash);
+        // ECDSA first (low-s only, so no malleable twins): an EOA's order then costs no EXTCODESIZE
+        // on its owner (a cold account access). Anything that does not recover to the owner is
+        // asked of the owner as an ERC-1271 wallet; an EOA answers nothing, which is a refusal.
+        // Only the error's detail (the third value) is ignored; the error itself is checked.
+        // slither-disable-next-line unused-return
+        (address recovered, ECDSA.RecoverError recoverError,) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (recoverError == ECDSA.RecoverError.NoError && recovered == owner) return;
+        if (!SignatureChecker.isValidERC1271SignatureNowCalldata(owner, digest, signature)) {
             revert ComputeMarketInvalidSignature(orderHash, owner);
         }
     }
@@ -538,38 +647,42 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         startDeadline = uint32(latestStart);
     }
 
+    /// @dev Stores the deal, takes its escrow from the buyer and locks the collateral. Amounts come
+    ///      from the orders and the current ratios, not read back from the deal just written.
     function _createDeal(Offer calldata offer, Request calldata request, uint32 dealHours, uint32 startDeadline)
         private
-        returns (uint256 dealId)
+        returns (uint256 dealId, uint256 escrow, uint256 collateral)
     {
         unchecked {
             // one id per transaction-level call; cannot reach 2^256
             dealId = ++dealCount;
         }
+        address buyer = request.trainer;
+        address provider = offer.provider;
+        address token = offer.token;
+        uint16 ratioBps = collateralBps;
         Deal storage deal = _deals[dealId];
-        deal.buyer = request.trainer;
+        deal.buyer = buyer;
         deal.status = DealStatus.Open;
         deal.flags = (offer.greenEnergy ? FLAG_GREEN : 0) | (request.settlementRule << 1);
         deal.gpuCount = request.gpuCount;
         deal.bookedHours = dealHours;
         deal.startDeadline = startDeadline;
-        deal.provider = offer.provider;
+        deal.provider = provider;
         deal.feeBps = protocolFeeBps;
-        deal.collateralBps = collateralBps;
-        deal.token = offer.token;
+        deal.collateralBps = ratioBps;
+        deal.token = token;
         deal.pricePerGpuHour = offer.pricePerGpuHour;
 
-        uint256 escrow = _escrow(deal);
-        uint256 available = _balances[request.trainer][offer.token];
-        if (available < escrow) {
-            revert ComputeMarketInsufficientBalance(request.trainer, offer.token, available, escrow);
-        }
+        escrow = uint256(offer.pricePerGpuHour) * request.gpuCount * dealHours;
+        uint256 available = _balances[buyer][token];
+        if (available < escrow) revert ComputeMarketInsufficientBalance(buyer, token, available, escrow);
         unchecked {
             // available >= escrow was checked just above
-            _balances[request.trainer][offer.token] = available - escrow;
+            _balances[buyer][token] = available - escrow;
         }
-        uint256 collateral = _collateral(deal, escrow);
-        if (collateral != 0) staking.lock(offer.provider, offer.token, collateral);
+        collateral = _collateral(escrow, ratioBps);
+        if (collateral != 0) staking.lock(provider, token, collateral);
     }
 
     function _emitDealOpened(
@@ -579,10 +692,10 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         bytes32 offerHash,
         bytes32 requestHash,
         uint32 dealHours,
-        uint32 startDeadline
+        uint32 startDeadline,
+        uint256 escrow,
+        uint256 collateral
     ) private {
-        Deal storage deal = _deals[dealId];
-        uint256 escrow = _escrow(deal);
         emit DealOpened(
             dealId,
             offer.provider,
@@ -595,7 +708,7 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
             request.gpuCount,
             dealHours,
             escrow,
-            _collateral(deal, escrow),
+            collateral,
             startDeadline
         );
     }
@@ -628,17 +741,17 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     function _settle(Deal storage deal, uint256 dealId) private {
         deal.status = DealStatus.Settled;
         uint32 used = deal.usedSeconds;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, used);
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, used);
         emit DealSettled(dealId, providerPaid, buyerRefund, fee);
-        _releaseCollateral(deal);
+        _releaseCollateral(deal, escrow);
         _recordDelivery(deal, used);
     }
 
     function _resolve(Deal storage deal, uint256 dealId, uint32 providerSeconds, bool providerAtFault) private {
         deal.status = DealStatus.Resolved;
         deal.usedSeconds = providerSeconds;
-        (uint256 providerPaid, uint256 buyerRefund, uint256 fee) = _payout(deal, providerSeconds);
-        uint256 collateral = _collateral(deal, _escrow(deal));
+        (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow) = _payout(deal, providerSeconds);
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         uint256 slashed = providerAtFault ? collateral : 0;
         emit DealResolved(dealId, providerPaid, buyerRefund, fee, slashed);
         if (collateral == 0) return;
@@ -647,35 +760,44 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
     }
 
     /// @dev Final split for `paidSeconds` of service: pays the provider what was not yet withdrawn,
-    ///      the fee to the treasury, and the unused escrow back to the buyer.
+    ///      the fee to the treasury, and the unused escrow back to the buyer; also returns the escrow.
     function _payout(Deal storage deal, uint32 paidSeconds)
         private
-        returns (uint256 providerPaid, uint256 buyerRefund, uint256 fee)
+        returns (uint256 providerPaid, uint256 buyerRefund, uint256 fee, uint256 escrow)
     {
-        uint256 gross = _gross(deal, paidSeconds);
-        buyerRefund = _escrow(deal) - gross;
-        (providerPaid, fee) = _payProvider(deal, deal.withdrawnSeconds, paidSeconds);
-        _credit(deal.buyer, deal.token, buyerRefund);
-        _credit(treasury, deal.token, fee);
+        uint256 hourlyRate = _hourlyRate(deal);
+        escrow = hourlyRate * deal.bookedHours;
+        address token = deal.token;
+        uint256 gross;
+        (providerPaid, fee, gross) = _payProvider(deal, hourlyRate, token, deal.withdrawnSeconds, paidSeconds);
+        buyerRefund = escrow - gross;
+        _credit(deal.buyer, token, buyerRefund);
+        _credit(treasury, token, fee);
     }
 
     /// @dev Credits the provider for service between two cumulative marks, net of the fee;
-    ///      returns (net paid, fee). Cumulative so that rounding never depends on how it was split.
-    function _payProvider(Deal storage deal, uint32 fromSeconds, uint32 toSeconds)
+    ///      returns (net paid, fee, gross up to `toSeconds`). Cumulative so that rounding never
+    ///      depends on how it was split. The deal's rate and token are passed in by callers that
+    ///      already read them.
+    function _payProvider(Deal storage deal, uint256 hourlyRate, address token, uint32 fromSeconds, uint32 toSeconds)
         private
-        returns (uint256 net, uint256 fee)
+        returns (uint256 net, uint256 fee, uint256 grossTo)
     {
-        uint256 grossFrom = _gross(deal, fromSeconds);
-        uint256 grossTo = _gross(deal, toSeconds);
-        uint256 feeFrom = grossFrom * deal.feeBps / BPS;
-        uint256 feeTo = grossTo * deal.feeBps / BPS;
+        uint256 grossFrom = hourlyRate * fromSeconds / SECONDS_PER_HOUR;
+        grossTo = hourlyRate * toSeconds / SECONDS_PER_HOUR;
+        uint256 feeBps = deal.feeBps;
+        // The fee is taken from the rounded-down gross amounts, as the money rules say.
+        // slither-disable-next-line divide-before-multiply
+        uint256 feeFrom = grossFrom * feeBps / BPS;
+        // slither-disable-next-line divide-before-multiply
+        uint256 feeTo = grossTo * feeBps / BPS;
         fee = feeTo - feeFrom;
         net = (grossTo - feeTo) - (grossFrom - feeFrom);
-        _credit(deal.provider, deal.token, net);
+        _credit(deal.provider, token, net);
     }
 
-    function _releaseCollateral(Deal storage deal) private {
-        uint256 collateral = _collateral(deal, _escrow(deal));
+    function _releaseCollateral(Deal storage deal, uint256 escrow) private {
+        uint256 collateral = _collateral(escrow, deal.collateralBps);
         if (collateral != 0) staking.unlock(deal.provider, deal.token, collateral);
     }
 
@@ -697,6 +819,11 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         return uint32(Math.min(elapsed, Math.min(booked, type(uint32).max)));
     }
 
+    /// @dev Price of one hour of the whole deal (all its GPUs).
+    function _hourlyRate(Deal storage deal) private view returns (uint256) {
+        return uint256(deal.pricePerGpuHour) * deal.gpuCount;
+    }
+
     function _escrow(Deal storage deal) private view returns (uint256) {
         return uint256(deal.pricePerGpuHour) * deal.gpuCount * deal.bookedHours;
     }
@@ -705,8 +832,8 @@ contract ComputeMarket is IComputeMarket, AccessControl, EIP712, ReentrancyGuard
         return uint256(deal.pricePerGpuHour) * deal.gpuCount * seconds_ / SECONDS_PER_HOUR;
     }
 
-    function _collateral(Deal storage deal, uint256 escrow) private view returns (uint256) {
-        return Math.mulDiv(escrow, deal.collateralBps, BPS, Math.Rounding.Ceil);
+    function _collateral(uint256 escrow, uint256 ratioBps) private pure returns (uint256) {
+        return Math.mulDiv(escrow, ratioBps, BPS, Math.Rounding.Ceil);
     }
 
     function _setProtocolFee(uint16 feeBps) private {

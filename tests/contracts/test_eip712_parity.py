@@ -269,3 +269,75 @@ def test_open_deal__wallet_order_signed_by_someone_other_than_its_owner__reverts
         market.ComputeMarketInvalidSignature, orderHash=request.struct_hash(), signer=trainer_wallet.address
     ):
         submit(market, offer, sign(offer, provider), request, sign(request, stranger), matcher)
+
+
+# ───────────────────────────── non-canonical encodings ─────────────────────────────
+
+# Bits of each order field's Solidity type, in field order (bool: 1); 256-bit fields cannot be dirty.
+OFFER_BITS = (160, 16, 16, 16, 8, 1, 160, 96, 32, 32, 32, 64, 64, 256, 256)
+REQUEST_BITS = (160, 16, 16, 16, 256, 1, 160, 96, 32, 32, 64, 64, 256, 8, 256, 256)
+
+
+def with_dirty_bit(calldata: bytes, word: int, bits: int) -> bytes:
+    """`calldata` with the bit just above a `bits`-wide field set in argument word `word`."""
+    at = 4 + 32 * word
+    value = int.from_bytes(calldata[at : at + 32], "big") | (1 << bits)
+    return calldata[:at] + value.to_bytes(32, "big") + calldata[at + 32 :]
+
+
+def raw_call(chain, to, data: bytes) -> bytes | None:
+    """eth_call with hand-made calldata: its return data, or None when it reverted without data
+    (what the ABI decoder does with a malformed argument); a custom error propagates."""
+    from ape.exceptions import ContractLogicError, CustomError
+
+    txn = chain.provider.network.ecosystem.create_transaction(receiver=to.address, data=data)
+    try:
+        return bytes(chain.provider.send_call(txn))
+    except CustomError:
+        raise
+    except ContractLogicError as exc:
+        assert exc.revert_message == "Transaction failed.", exc.revert_message  # Ape's text for no data
+        return None
+
+
+@pytest.mark.parametrize("kind", ["offer", "request"])
+def test_hash_order__a_field_with_bits_beyond_its_type__reverts_without_data(
+    kind, market, chain, make_offer, make_request
+):
+    order, bits, method = (
+        (make_offer(), OFFER_BITS, market.hashOffer) if kind == "offer"
+        else (make_request(), REQUEST_BITS, market.hashRequest)
+    )
+    calldata = bytes(method.encode_input(order.as_tuple()))
+    assert raw_call(chain, market, calldata) == order.struct_hash()
+    for word, width in enumerate(bits):
+        if width < 256:
+            assert raw_call(chain, market, with_dirty_bit(calldata, word, width)) is None, (word, width)
+
+
+def test_open_deal__offer_field_never_compared_has_dirty_bits__reverts_without_data(
+    market, chain, make_offer, make_request, sign, provider, trainer, funded_parties
+):
+    # A request for any model (gpuModel 0) never compares the offer's gpuModel; the dirty word is
+    # still refused before anything else is checked, as the ABI decoder refuses it.
+    offer, request = make_offer(), make_request(gpuModel=0)
+    args = (offer.as_tuple(), sign(offer, provider), request.as_tuple(), sign(request, trainer), HOURS)
+    calldata = bytes(market.openDeal.encode_input(*args))
+    assert raw_call(chain, market, with_dirty_bit(calldata, 1, 16)) is None
+    assert raw_call(chain, market, calldata) == (1).to_bytes(32, "big")
+
+
+@pytest.mark.parametrize(
+    ("field", "word", "bits"),
+    [("offer.gpuModel", 1, 16), ("request.settlementRule", 16 + 13, 8), ("dealHours", 33, 32)],
+)
+def test_open_deals__a_pairing_with_dirty_bits__reverts_the_batch_without_data(
+    field, word, bits, market, chain, make_offer, make_request, sign, provider, trainer, funded_parties
+):
+    # Malformed calldata is the submitter's own mistake, not a refused pairing: the batch reverts.
+    offer, request = make_offer(), make_request(gpuModel=0)
+    pairing = (offer.as_tuple(), sign(offer, provider), request.as_tuple(), sign(request, trainer), HOURS)
+    calldata = bytes(market.openDeals.encode_input([pairing]))
+    first_match = 3  # words: array offset, length, offset of element 0, then element 0 itself
+    assert raw_call(chain, market, with_dirty_bit(calldata, first_match + word, bits)) is None
+    assert raw_call(chain, market, calldata) is not None
