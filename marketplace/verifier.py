@@ -48,10 +48,9 @@ class Verifier:
                 if row.deal_id not in done
             ]
         queued = 0
-        for row, spec_row in candidates:
-            if spec_row is None:
-                continue  # no spec known to the service: nothing to re-run
-            chain_deal = self.gateway.get_deal(row.deal_id)
+        candidates = [(row, spec_row) for row, spec_row in candidates if spec_row is not None]  # else nothing to re-run
+        chain_deals = self.gateway.get_deals([row.deal_id for row, _ in candidates])  # one round trip
+        for (row, spec_row), chain_deal in zip(candidates, chain_deals, strict=True):
             if chain_deal["status"] != DealStatus.COMPLETED:
                 continue
             rule = SettlementRule((chain_deal["flags"] >> 1) & 3)
