@@ -45,12 +45,19 @@ class ChainUnavailable(Exception):
     """The node does not answer (after retries)."""
 
 
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+
 _transport_retry = retry(
-    retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)),
+    retry=retry_if_exception_type(_TRANSPORT_ERRORS),
     wait=wait_exponential(multiplier=0.2, max=3),
     stop=stop_after_attempt(5),
     reraise=True,
 )
+
+
+@_transport_retry
+def _retried(fn):
+    return fn()
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,7 @@ class ChainGateway:
 
     @cached_property
     def chain_id(self) -> int:
-        try:
-            return self._call(lambda: self.w3.eth.chain_id)
-        except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
-            raise ChainUnavailable(f"no node answers at {self.rpc_url}: {exc.__class__.__name__}") from None
+        return self._call(lambda: self.w3.eth.chain_id)
 
     def contract(self, name: str) -> Contract:
         return self._contracts[name]
@@ -118,10 +122,13 @@ class ChainGateway:
 
     # ───────────────────────────── reads ─────────────────────────────
 
-    @staticmethod
-    @_transport_retry
-    def _call(fn):
-        return fn()
+    def _call(self, fn):
+        """`fn()` with transport retries; a node that still does not answer is ChainUnavailable
+        (the API answers 503 for it, the CLIs one line)."""
+        try:
+            return _retried(fn)
+        except _TRANSPORT_ERRORS as exc:
+            raise ChainUnavailable(f"no node answers at {self.rpc_url}: {exc.__class__.__name__}") from None
 
     def read(self, name: str, function: str, *args: Any, block: int | str = "latest") -> Any:
         """A view call, with the same result web3's `contract.functions.f(*args).call()` gives.

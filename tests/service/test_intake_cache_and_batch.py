@@ -3,11 +3,15 @@ batch endpoint (each order judged alone, deals sent together), on a real anvil."
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from marketplace.api.app import create_app
+from marketplace.chain.gateway import ChainUnavailable
 from marketplace.client import MarketClient
 from marketplace.db.models import ChainTx, MatchRow
 from marketplace.orderbook import SignatureWorkers
@@ -199,3 +203,29 @@ def test_batch__through_signature_workers__same_verdicts(env, request):
     assert body["results"][6]["field"] == "vramGb"
     assert [r["hash"] for r in body["results"] if r["status"] == 201] == [
         "0x" + o.struct_hash().hex() for i, o in enumerate(offers) if i not in (5, 6)]
+
+
+def test_node_down__health_says_so_intake_503_loops_resume_when_it_returns(env):
+    market, service, client = env
+    provider = service.gateway.w3.provider
+    real_node = provider.endpoint_uri
+    offer = market.offer(PROVIDER, counter=1, gpuModel=2, vramGb=24, salt=77_000)
+    before = client.get("/orders").json()["total"]
+    with socket.socket() as probe:  # a port nothing listens on: connection refused, as for a dead node
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    provider.endpoint_uri = f"http://127.0.0.1:{dead_port}"
+    try:
+        assert client.get("/health").json()["status"] == "chain-unreachable"
+        service.book.chain_state.clear()  # nothing remembered: this order needs the chain
+        response = post(client, "/offers", offer, market.sign(offer, PROVIDER))
+        assert response.status_code == 503 and response.json()["error"] == "unavailable", response.text
+        assert "no node answers" in response.json()["message"]
+        with pytest.raises((ChainUnavailable, requests.ConnectionError)):
+            service.run_once()
+    finally:
+        provider.endpoint_uri = real_node
+    assert client.get("/orders").json()["total"] == before  # nothing stored half-way
+    service.run_once()  # the loops work again
+    assert client.get("/health").json()["status"] in ("ok", "degraded")
+    assert post(client, "/offers", offer, market.sign(offer, PROVIDER)).status_code == 201
