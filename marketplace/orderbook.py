@@ -403,6 +403,8 @@ class OrderBookService:
             signed = self.signature_workers.signed_orders(items, chain_id, market)
         else:
             signed = [_signed_or_error(side, message, signature, chain_id, market) for side, message, signature in items]
+        self.chain_state.prefetch((isinstance(s.order, Offer), s.owner, s.order.token)
+                                  for s in signed if isinstance(s, SignedOrder))
         verified: list[VerifiedOrder | MarketError] = []
         for checked, (_, _, _, job_spec) in zip(signed, orders, strict=True):
             if isinstance(checked, MarketError):

@@ -11,8 +11,8 @@ kept until an event says it may have changed:
   on CollateralRatioSet. Over-invalidating is harmless: the next order re-reads.
 - a value is not kept if a poll saw an event for its address after the read began (the read
   may have raced the event);
-- every entry also expires after `max_age_seconds`, which bounds staleness when no poll runs or a
-  reorg replaced blocks the poll had seen.
+- every entry also expires after `max_age_seconds` (30 s), which bounds staleness when no poll
+  runs or a reorg replaced blocks the poll had seen; chain time is re-read after 2 s.
 
 Cached values may only *accept* an order: the caller re-checks with `fresh=True` before refusing
 (a stale balance must never turn away someone who just deposited). Accepting on a stale value is
@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,10 @@ class _Entry:
 
 
 class ChainStateCache:
-    def __init__(self, gateway: ChainGateway, *, max_age_seconds: float = 5.0):
+    def __init__(self, gateway: ChainGateway, *, max_age_seconds: float = 30.0, head_max_age_seconds: float = 2.0):
         self.gateway = gateway
-        self.max_age_seconds = max_age_seconds
+        self.max_age_seconds = max_age_seconds  # a value's life when no event names it
+        self.head_max_age_seconds = head_max_age_seconds  # chain time's (the service's loop refreshes it)
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, ...], _Entry] = {}
         self._keys_by_address: dict[str, set[tuple[str, ...]]] = defaultdict(set)
@@ -78,18 +80,47 @@ class ChainStateCache:
             with self._lock:
                 head = self._head
                 entries = [self._entries.get(key) for key in keys]
-                if head is not None and now - head[1] < self.max_age_seconds and all(
-                    e is not None and now - e.fetched_at < self.max_age_seconds for e in entries
-                ):
-                    self.hits += 1
-                    return self._state(offer, head[0], [e.value for e in entries], cached=True)
+            if all(e is not None and now - e.fetched_at < self.max_age_seconds for e in entries):
+                self.hits += 1
+                if head is None or now - head[1] >= self.head_max_age_seconds:  # the loop's poll is late
+                    head = self._refresh_head()
+                return self._state(offer, head[0], [e.value for e in entries], cached=True)
         self.misses += 1
         began = time.monotonic()
-        contract_of = {"freeStake": STAKING}
-        reads = [(contract_of.get(key[0], MARKET), key[0], key[1:] if key[1] != _GLOBAL else ()) for key in keys]
-        timestamp, values = self.gateway.read_with_time(reads)
+        timestamp, values = self.gateway.read_with_time(self._reads(keys))
         self._store(keys, values, timestamp, began)
         return self._state(offer, timestamp, values, cached=False)
+
+    def _refresh_head(self) -> tuple[int, float]:
+        began = time.monotonic()
+        timestamp = self.gateway.timestamp()
+        with self._lock:
+            if self._head is None or timestamp >= self._head[0]:
+                self._head = (timestamp, began)
+            return self._head
+
+    def prefetch(self, wanted: Iterable[tuple[bool, str, str]]) -> int:
+        """Read, in one JSON-RPC batch, whatever intake will need for these (offer?, owner, token)
+        and does not remember: a batch of orders from owners not seen lately then costs one round
+        trip, not one per owner (those made batch intake's slowest requests). Returns keys read."""
+        now = time.monotonic()
+        missing: list[tuple[str, ...]] = []
+        with self._lock:
+            for offer, owner, token in wanted:
+                for key in self._keys(offer, owner, token):
+                    entry = self._entries.get(key)
+                    if (entry is None or now - entry.fetched_at >= self.max_age_seconds) and key not in missing:
+                        missing.append(key)
+        if missing:
+            began = time.monotonic()
+            timestamp, values = self.gateway.read_with_time(self._reads(missing))
+            self._store(missing, values, timestamp, began)
+        return len(missing)
+
+    @staticmethod
+    def _reads(keys: list[tuple[str, ...]]) -> list[tuple[str, str, tuple[Any, ...]]]:
+        contract_of = {"freeStake": STAKING}
+        return [(contract_of.get(key[0], MARKET), key[0], key[1:] if key[1] != _GLOBAL else ()) for key in keys]
 
     @staticmethod
     def _keys(offer: bool, owner: str, token: str) -> list[tuple[str, ...]]:

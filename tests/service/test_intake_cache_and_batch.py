@@ -229,3 +229,26 @@ def test_node_down__health_says_so_intake_503_loops_resume_when_it_returns(env):
     service.run_once()  # the loops work again
     assert client.get("/health").json()["status"] in ("ok", "degraded")
     assert post(client, "/offers", offer, market.sign(offer, PROVIDER)).status_code == 201
+
+
+def test_batch__owners_not_remembered__their_state_read_in_one_round_trip(env, request):
+    market, service, client = env
+    provider = service.gateway.w3.provider
+    batches: list[list[str]] = []
+    send_batch = provider.make_batch_request
+
+    def counted(requests):
+        batches.append([method for method, _ in requests])
+        return send_batch(requests)
+
+    provider.make_batch_request = counted
+    request.addfinalizer(lambda: setattr(provider, "make_batch_request", send_batch))
+    service.book.chain_state.clear()
+    orders = [market.request(owner, gpuModel=2, minVramGb=16, maxPricePerGpuHour=USDC, salt=88_000 + i)
+              for i, owner in enumerate((TRAINER, PROVIDER_2, TRAINER))]
+    body = client.post("/orders/batch", json={"orders": [
+        {"side": "request", "order": json_message(o), "signature": market.sign(o, index)}
+        for o, index in zip(orders, (TRAINER, PROVIDER_2, TRAINER))]}).json()
+    assert [r["status"] for r in body["results"]] == [201, 201, 201], body
+    # token, and each owner's counter and vault balance: one batch with chain time, not one per owner
+    assert batches == [["eth_getBlockByNumber"] + ["eth_call"] * 5]
