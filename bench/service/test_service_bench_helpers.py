@@ -60,7 +60,9 @@ def test_summarize__first_matching_category_takes_the_sample(tmp_path: Path):
     raw.write_text(
         "thread;submit_offer (marketplace/api/routers/orders.py:51);call (web3/contract/contract.py:10) 6\n"
         "thread;submit_offer (marketplace/api/routers/orders.py:51);recover (marketplace/signing.py:111);"
-        "encode_typed_data (eth_account/messages.py:200) 3\n"
+        "struct_hash (marketplace/signing.py:120) 2\n"
+        "thread;submit_offer (marketplace/api/routers/orders.py:51);recover_digest (marketplace/signing.py:50);"
+        "recover (coincurve/ecdsa.py:36) 1\n"
         "thread;run (asyncio/base_events.py:600) 1\n"
         "garbage line\n"
     )
@@ -68,8 +70,9 @@ def test_summarize__first_matching_category_takes_the_sample(tmp_path: Path):
     shares = dict(profile.by_category)
     assert profile.samples == 10
     assert shares["chain reads: RPC to anvil (web3, requests, urllib3, http.client)"] == 6
-    assert shares["EIP-712 encode (eth_account encode_typed_data)"] == 3
-    assert shares["uvicorn/h11/asyncio (HTTP server, event loop)"] == 1
+    assert shares["EIP-712 hashing (marketplace/signing.py, keccak)"] == 2
+    assert shares["ECDSA recover (eth_keys/coincurve)"] == 1  # listed before hashing: it takes the sample
+    assert shares["uvicorn/httptools/uvloop/asyncio (HTTP server, event loop)"] == 1
     assert profile.gil_busy == pytest.approx(0.5)
     assert profile.top_self[0] == ("call (web3/contract/contract.py)", 6)
 
