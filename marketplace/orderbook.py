@@ -205,15 +205,9 @@ def _signed_or_error(side: OrderSide, message: Any, signature: Any, chain_id: in
 
 
 @dataclass(frozen=True)
-class VerifiedOrder:
-    """An order that passed every check that needs no lock (types, signature, chain state)."""
+class VerifiedOrder(SignedOrder):
+    """A signed order that also passed the chain checks: every check that needs no lock."""
 
-    side: OrderSide
-    order: Offer | Request
-    order_hash: str
-    owner: str
-    signature: str
-    matching_order: MatchingOffer | MatchingRequest
     now: int
     job_spec: dict[str, Any] | None
 
@@ -428,8 +422,7 @@ class OrderBookService:
         now = self._check_against_chain(order, signed.owner)
         if isinstance(order, Request):
             self._check_job_spec(order, job_spec)
-        return VerifiedOrder(signed.side, order, signed.order_hash, signed.owner, signed.signature,
-                             signed.matching_order, now, job_spec if isinstance(order, Request) else None)
+        return VerifiedOrder(**vars(signed), now=now, job_spec=job_spec if isinstance(order, Request) else None)
 
     def _accept(self, verified: list[VerifiedOrder | MarketError]) -> list[Submitted | MarketError]:
         results: list[Submitted | MarketError] = list(verified)
