@@ -184,11 +184,7 @@ def signed_order(side: OrderSide, message: dict[str, Any], signature: str, chain
         matching_order = to_matching(order, order_hash)
     except MatchingError as exc:
         raise InvalidInput(str(exc), field=getattr(exc, "field", None)) from None
-    try:
-        signer = order.recover(sig, chain_id, market)
-    except SignatureError as exc:
-        raise InvalidSignature(f"signature is not valid: {exc}", field="signature") from None
-    if signer != owner:
+    if _signer(order, sig, chain_id, market) != owner:
         raise InvalidSignature(
             f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
             f"for chain {chain_id} and market {market}"
@@ -231,15 +227,19 @@ class _PendingOrder:
 
     def __init__(self, verified: VerifiedOrder):
         self.verified = verified
-        self.done = threading.Event()
+        self.done = False  # set, like the result, by the book's lock holder; read under that lock
         self.result: Submitted | MarketError | None = None
         self.error: BaseException | None = None
 
 
 def signer_of(message: Any, signature: bytes, gateway: ChainGateway) -> str:
     """Who signed an EIP-712 message for this chain and market; 401 for a signature nobody can own."""
+    return _signer(message, signature, gateway.chain_id, gateway.market.address)
+
+
+def _signer(message: Any, signature: bytes, chain_id: int, market: str) -> str:
     try:
-        return message.recover(signature, gateway.chain_id, gateway.market.address)
+        return message.recover(signature, chain_id, market)
     except SignatureError as exc:
         raise InvalidSignature(f"signature is not valid: {exc}", field="signature") from None
 
@@ -369,7 +369,7 @@ class OrderBookService:
         with self._pending_lock:
             self._pending.append(slot)
         with self._lock:
-            if not slot.done.is_set():
+            if not slot.done:
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
                 try:
@@ -377,11 +377,11 @@ class OrderBookService:
                 except BaseException as exc:
                     for pending in batch:
                         pending.error = exc
-                        pending.done.set()
+                        pending.done = True
                     raise
                 for pending, result in zip(batch, results, strict=True):
                     pending.result = result
-                    pending.done.set()
+                    pending.done = True
         if slot.error is not None:
             raise slot.error
         return slot.result

@@ -66,8 +66,6 @@ class ChainStateCache:
         self._changed_at: dict[str, float] = {}  # address → when a poll last saw an event naming it
         self._head: tuple[int, float] | None = None  # (chain timestamp, when read)
         self._polled_to: int | None = None
-        self.hits = 0
-        self.misses = 0
 
     # ───────────── intake ─────────────
 
@@ -81,11 +79,9 @@ class ChainStateCache:
                 head = self._head
                 entries = [self._entries.get(key) for key in keys]
             if all(e is not None and now - e.fetched_at < self.max_age_seconds for e in entries):
-                self.hits += 1
                 if head is None or now - head[1] >= self.head_max_age_seconds:  # the loop's poll is late
                     head = self._refresh_head()
                 return self._state(offer, head[0], [e.value for e in entries], cached=True)
-        self.misses += 1
         began = time.monotonic()
         timestamp, values = self.gateway.read_with_time(self._reads(keys))
         self._store(keys, values, timestamp, began)
