@@ -82,41 +82,39 @@ class ChainStateCache:
                 if head is None or now - head[1] >= self.head_max_age_seconds:  # the loop's poll is late
                     head = self._refresh_head()
                 return self._state(offer, head[0], [e.value for e in entries], cached=True)
-        began = time.monotonic()
-        timestamp, values = self.gateway.read_with_time(self._reads(keys))
-        self._store(keys, values, timestamp, began)
+        timestamp, values = self._read(keys)
         return self._state(offer, timestamp, values, cached=False)
 
     def _refresh_head(self) -> tuple[int, float]:
         began = time.monotonic()
         timestamp = self.gateway.timestamp()
         with self._lock:
-            if self._head is None or timestamp >= self._head[0]:
-                self._head = (timestamp, began)
-            return self._head
+            return self._note_head(timestamp, began)
 
     def prefetch(self, wanted: Iterable[tuple[bool, str, str]]) -> int:
         """Read, in one JSON-RPC batch, whatever intake will need for these (offer?, owner, token)
         and does not remember: a batch of orders from owners not seen lately then costs one round
         trip, not one per owner (those made batch intake's slowest requests). Returns keys read."""
         now = time.monotonic()
-        missing: list[tuple[str, ...]] = []
+        missing: dict[tuple[str, ...], None] = {}  # ordered, without repeats
         with self._lock:
             for offer, owner, token in wanted:
                 for key in self._keys(offer, owner, token):
                     entry = self._entries.get(key)
-                    if (entry is None or now - entry.fetched_at >= self.max_age_seconds) and key not in missing:
-                        missing.append(key)
+                    if entry is None or now - entry.fetched_at >= self.max_age_seconds:
+                        missing[key] = None
         if missing:
-            began = time.monotonic()
-            timestamp, values = self.gateway.read_with_time(self._reads(missing))
-            self._store(missing, values, timestamp, began)
+            self._read(list(missing))
         return len(missing)
 
-    @staticmethod
-    def _reads(keys: list[tuple[str, ...]]) -> list[tuple[str, str, tuple[Any, ...]]]:
+    def _read(self, keys: list[tuple[str, ...]]) -> tuple[int, list[Any]]:
+        """The keys' values and chain time from the node (one JSON-RPC batch), remembered."""
+        began = time.monotonic()
         contract_of = {"freeStake": STAKING}
-        return [(contract_of.get(key[0], MARKET), key[0], key[1:] if key[1] != _GLOBAL else ()) for key in keys]
+        reads = [(contract_of.get(key[0], MARKET), key[0], key[1:] if key[1] != _GLOBAL else ()) for key in keys]
+        timestamp, values = self.gateway.read_with_time(reads)
+        self._store(keys, values, timestamp, began)
+        return timestamp, values
 
     @staticmethod
     def _keys(offer: bool, owner: str, token: str) -> list[tuple[str, ...]]:
@@ -136,8 +134,7 @@ class ChainStateCache:
 
     def _store(self, keys: list[tuple[str, ...]], values: list[Any], timestamp: int, began: float) -> None:
         with self._lock:
-            if self._head is None or timestamp >= self._head[0]:
-                self._head = (timestamp, began)
+            self._note_head(timestamp, began)
             for key, value in zip(keys, values, strict=True):
                 addresses = key[1:]
                 if any(self._changed_at.get(a.lower(), -1.0) >= began for a in addresses):
@@ -154,7 +151,8 @@ class ChainStateCache:
         began = time.monotonic()
         head = self.gateway.get_block("latest")
         number, timestamp = int(head["number"]), int(head["timestamp"])
-        # The first poll starts at the head: entries read before it are younger than max_age anyway.
+        # The first poll starts at the head: a change before it that an earlier read missed is bounded
+        # by max_age, as after a reorg.
         start = number if self._polled_to is None else self._polled_to + 1
         logs = []
         if start <= number:
@@ -166,11 +164,16 @@ class ChainStateCache:
             for log in logs:
                 dropped += self._invalidate(log, seen)
             self._polled_to = number
-            if self._head is None or timestamp >= self._head[0]:
-                self._head = (timestamp, began)
+            self._note_head(timestamp, began)
             # A read that began longer than max_age ago is expired anyway: forget older changes.
             self._changed_at = {a: t for a, t in self._changed_at.items() if seen - t < self.max_age_seconds}
         return dropped
+
+    def _note_head(self, timestamp: int, at: float) -> tuple[int, float]:
+        """Chain time `timestamp`, read at monotonic `at`, unless a later one is known (under the lock)."""
+        if self._head is None or timestamp >= self._head[0]:
+            self._head = (timestamp, at)
+        return self._head
 
     def _invalidate(self, log: Any, seen: float) -> int:
         topics = [bytes(t) for t in log["topics"]]
