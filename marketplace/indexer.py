@@ -242,8 +242,7 @@ class Indexer:
                         timestamp = int(self.gateway.get_block(event.block_number)["timestamp"])
                     _apply_to_deals(session, event.name, json.loads(event.args), event.block_number, timestamp)
             session.flush()
-            for order_hash in order_hashes:
-                _refresh_order(session, order_hash, reopen=True)
+            _refresh_orders(session, order_hashes, reopen=True)
             row = session.get(ChainCursor, CURSOR_NAME)
             row.block_number, row.block_hash = fork.number, fork.hash
         log.warning(
@@ -323,6 +322,10 @@ class Indexer:
         with session_scope(self.engine) as session:
             row = self._check_cursor(session, cursor)
             seen = _existing_keys(session, {entry.tx_hash for entry in chunk.logs})
+            # The chunk's deals in one query, not one per event (each also flushed the session first).
+            deal_ids = {int(e.args["dealId"]) for e in chunk.logs if e.contract == MARKET and "dealId" in e.args}
+            deals = {deal.deal_id: deal for deal in _in_batches(session, DealRow, DealRow.deal_id, deal_ids)}
+            fills = _OrderFills(session)
             for entry in chunk.logs:
                 if (entry.tx_hash, entry.log_index) in seen:
                     continue
@@ -336,11 +339,17 @@ class Indexer:
                 ))
                 if entry.contract == MARKET:
                     timestamp = int(chunk.blocks[entry.block_number]["timestamp"])
-                    _apply_to_deals(session, entry.name, args, entry.block_number, timestamp)
-                    _apply_to_orders(session, entry.name, args)
+                    _apply_to_deals(session, entry.name, args, entry.block_number, timestamp, deals)
+                    _apply_to_orders(session, entry.name, args, fills)
                 applied += 1
+            fills.refresh()
+            stored = {b.number: b for b in _in_batches(session, IndexedBlock, IndexedBlock.number, chunk.blocks)}
             for number, block in chunk.blocks.items():
-                session.merge(IndexedBlock(number=number, hash=_hex(block["hash"]), parent_hash=_hex(block["parentHash"])))
+                block_hash, parent_hash = _hex(block["hash"]), _hex(block["parentHash"])
+                if number in stored:
+                    stored[number].hash, stored[number].parent_hash = block_hash, parent_hash
+                else:
+                    session.add(IndexedBlock(number=number, hash=block_hash, parent_hash=parent_hash))
             row.block_number, row.block_hash = chunk.end, chunk.end_hash
             self._prune(session, chunk.end)
         if applied:
@@ -362,14 +371,20 @@ class Indexer:
 # ───────────────────────────── projections ─────────────────────────────
 
 
-def _apply_to_deals(session: Session, name: str, args: dict[str, Any], block_number: int, timestamp: int | None) -> None:
+def _apply_to_deals(session: Session, name: str, args: dict[str, Any], block_number: int, timestamp: int | None,
+                    deals: dict[int, DealRow] | None = None) -> None:
+    """One event on its deal's row; `deals` (deal id → row), when given, holds every row the
+    events may touch (and gets the new ones), so no row is looked up one by one."""
+    def deal_row(deal_id: int) -> DealRow | None:
+        return deals.get(deal_id) if deals is not None else session.get(DealRow, deal_id)
+
     if name == "DealOpened":
-        existing = session.get(DealRow, int(args["dealId"]))
+        existing = deal_row(int(args["dealId"]))
         if existing is not None:  # cannot happen after a proper rollback; the chain wins
             log.warning("deal %s opened again at block %d: replacing its row", args["dealId"], block_number)
             session.delete(existing)
             session.flush()
-        session.add(DealRow(
+        opened = DealRow(
             deal_id=int(args["dealId"]), provider=args["provider"], buyer=args["buyer"],
             offer_hash=args["offerHash"], request_hash=args["requestHash"], job_spec_hash=args["jobSpecHash"],
             token=args["token"], price_per_gpu_hour=str(int(args["pricePerGpuHour"])),
@@ -377,11 +392,14 @@ def _apply_to_deals(session: Session, name: str, args: dict[str, Any], block_num
             escrow=str(int(args["escrow"])), collateral=str(int(args["collateral"])),
             start_deadline=int(args["startDeadline"]), status=int(DealStatus.OPEN),
             opened_block=block_number, updated_block=block_number,
-        ))
+        )
+        session.add(opened)
+        if deals is not None:
+            deals[opened.deal_id] = opened
         return
     if "dealId" not in args or name not in _DEAL_EVENTS:
         return
-    deal = session.get(DealRow, int(args["dealId"]))
+    deal = deal_row(int(args["dealId"]))
     if deal is None:
         log.warning("%s for unknown deal %s at block %d ignored", name, args["dealId"], block_number)
         return
@@ -417,16 +435,16 @@ _TERMINAL = {"DealSettled": DealStatus.SETTLED, "DealAborted": DealStatus.ABORTE
 _DEAL_EVENTS = {"DealStarted", "DealCompleted", "AccruedWithdrawn", "DealDisputed", "DealRefunded", *_TERMINAL}
 
 
-def _apply_to_orders(session: Session, name: str, args: dict[str, Any]) -> None:
+def _apply_to_orders(session: Session, name: str, args: dict[str, Any], fills: _OrderFills) -> None:
     if name == "DealOpened":
-        session.flush()
-        _refresh_order(session, args["offerHash"], reopen=False)
-        _refresh_order(session, args["requestHash"], reopen=False)
+        fills.add(args["offerHash"], args["requestHash"])
     elif name == "OrderCancelled":
+        fills.refresh()
         row = session.get(OrderRow, args["orderHash"])
         if row is not None and row.status == OrderStatus.OPEN:
             row.status = OrderStatus.CANCELLED
     elif name == "CounterIncremented":
+        fills.refresh()
         owner = Web3.to_checksum_address(args["owner"])
         new_counter = int(args["newCounter"])
         rows = session.exec(select(OrderRow).where(OrderRow.owner == owner, OrderRow.status == OrderStatus.OPEN)).all()
@@ -435,20 +453,42 @@ def _apply_to_orders(session: Session, name: str, args: dict[str, Any]) -> None:
                 row.status = OrderStatus.CANCELLED
 
 
-def _refresh_order(session: Session, order_hash: str, *, reopen: bool) -> None:
-    """Set an order's confirmed fill from the deals that filled it (FILLED when none is left)."""
-    row = session.get(OrderRow, order_hash)
-    if row is None:
-        return
-    if row.side == OrderSide.OFFER:
-        total = select(func.sum(DealRow.gpu_count * DealRow.deal_hours)).where(DealRow.offer_hash == order_hash)
-    else:
-        total = select(func.sum(DealRow.deal_hours)).where(DealRow.request_hash == order_hash)
-    row.filled = int(session.exec(total).one() or 0)
-    if row.filled >= row.capacity and row.status == OrderStatus.OPEN:
-        row.status = OrderStatus.FILLED
-    elif reopen and row.filled < row.capacity and row.status == OrderStatus.FILLED:
-        row.status = OrderStatus.OPEN
+class _OrderFills:
+    """Orders whose fill DealOpened events changed, refreshed together (two grouped queries, not two
+    per deal). Refreshed before any event that can cancel an order, and at the chunk's end: as if
+    each were refreshed at its DealOpened, since a fill only grows and FILLED only follows OPEN."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.pending: dict[str, None] = {}  # insertion-ordered set
+
+    def add(self, *order_hashes: str) -> None:
+        self.pending.update(dict.fromkeys(order_hashes))
+
+    def refresh(self) -> None:
+        if self.pending:
+            self.session.flush()
+            _refresh_orders(self.session, list(self.pending), reopen=False)
+            self.pending.clear()
+
+
+def _refresh_orders(session: Session, order_hashes: Iterable[str], *, reopen: bool) -> None:
+    """Set each order's confirmed fill from the deals that filled it (FILLED when none is left)."""
+    rows = _in_batches(session, OrderRow, OrderRow.hash, set(order_hashes))
+    offers = [row.hash for row in rows if row.side == OrderSide.OFFER]
+    requests = [row.hash for row in rows if row.side != OrderSide.OFFER]
+    filled: dict[str, int] = {}
+    for hashes, column, amount in ((offers, DealRow.offer_hash, DealRow.gpu_count * DealRow.deal_hours),
+                                   (requests, DealRow.request_hash, DealRow.deal_hours)):
+        for start in range(0, len(hashes), _IN_BATCH):
+            query = select(column, func.sum(amount)).where(column.in_(hashes[start:start + _IN_BATCH])).group_by(column)
+            filled.update((order_hash, int(total or 0)) for order_hash, total in session.exec(query))
+    for row in rows:
+        row.filled = filled.get(row.hash, 0)
+        if row.filled >= row.capacity and row.status == OrderStatus.OPEN:
+            row.status = OrderStatus.FILLED
+        elif reopen and row.filled < row.capacity and row.status == OrderStatus.FILLED:
+            row.status = OrderStatus.OPEN
 
 
 def _order_counter(row: OrderRow) -> int:

@@ -27,7 +27,7 @@ from marketplace.matching.deals import Deal as MatchedDeal
 from marketplace.matching.orders import Offer as MatchingOffer
 from marketplace.matching.orders import Request as MatchingRequest
 from marketplace.matching.orders import Side
-from marketplace.chain.gateway import ChainGateway
+from marketplace.chain.gateway import MARKET, ChainGateway
 from marketplace.chain.state_cache import ChainStateCache, IntakeState
 from marketplace.chain.sender import TxSender
 from marketplace.db.models import JobSpecRow, MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, utcnow
@@ -569,10 +569,9 @@ class OrderBookService:
         failed: dict[int, str] = {}
         opened_ids: list[int] = []
         if receipt is not None:
-            market = self.gateway.market
-            for event in market.events.DealOpenFailed().process_receipt(receipt, errors=_DISCARD):
-                failed[event["args"]["index"]] = "0x" + bytes(event["args"]["reason"]).hex()
-            opened_ids = [e["args"]["dealId"] for e in market.events.DealOpened().process_receipt(receipt, errors=_DISCARD)]
+            for args in self.gateway.receipt_events(receipt, MARKET, "DealOpenFailed"):
+                failed[args["index"]] = args["reason"]  # 0x hex
+            opened_ids = [args["dealId"] for args in self.gateway.receipt_events(receipt, MARKET, "DealOpened")]
         opened = iter(opened_ids)
         any_failed = False
         filled_orders: dict[str, OrderRow] = {}
@@ -671,5 +670,3 @@ class OrderBookService:
         if job_spec_hash(job_spec) != order.jobSpecHash:
             raise InvalidInput("job_spec does not hash to the request's jobSpecHash", field="job_spec")
 
-
-from web3.logs import DISCARD as _DISCARD  # noqa: E402 - ignore logs of other events in a receipt

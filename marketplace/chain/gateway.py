@@ -6,19 +6,21 @@ with backoff; a call the contract reverts is not retried.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import requests
+from hexbytes import HexBytes
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
 from web3._utils.abi import map_abi_data
-from web3._utils.method_formatters import block_result_formatter, receipt_formatter
+from web3._utils.method_formatters import receipt_formatter
 from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.contract import Contract
 from web3.datastructures import AttributeDict
@@ -28,9 +30,11 @@ from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
     TransactionNotFound,
+    Web3RPCError,
 )
 
 from marketplace.registry import Registry
+from marketplace.signing import checksum_address
 
 MARKET = "ComputeMarket"
 STAKING = "ProviderStaking"
@@ -213,10 +217,24 @@ class ChainGateway:
         return results
 
     def block_number(self) -> int:
-        return self._call(lambda: self.w3.eth.block_number)
+        return int(self._rpc("eth_blockNumber", []), 16)
 
-    def get_block(self, number: int | str) -> Any:
-        return self._call(lambda: self.w3.eth.get_block(number))
+    def get_block(self, number: int | str) -> dict[str, Any]:
+        """A block's header fields the service uses (`_header`); BlockNotFound if the chain has none."""
+        header = _header(self._rpc("eth_getBlockByNumber", [hex(number) if isinstance(number, int) else number, False]))
+        if header is None:
+            raise BlockNotFound(f"block {number!r} not found")
+        return header
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC call without web3's formatters (they were a tenth of the loops' CPU): its raw
+        result; Web3RPCError if the node answered with an error."""
+        response = self._call(lambda: self.w3.provider.make_request(method, params))
+        if "error" in response:
+            error = response["error"]
+            raise Web3RPCError(str(error.get("message", error) if isinstance(error, dict) else error),
+                               rpc_response=response)
+        return response["result"]
 
     def timestamp(self) -> int:
         return int(self.get_block("latest")["timestamp"])
@@ -282,7 +300,7 @@ class ChainGateway:
         results = self._batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         if results is None:
             return [self._one_block(n) for n in numbers]
-        return [None if r is None else AttributeDict.recursive(block_result_formatter(r)) for r in results]
+        return [_header(r) for r in results]
 
     def _one_block(self, number: int) -> Any:
         try:
@@ -293,48 +311,124 @@ class ChainGateway:
     # ───────────────────────────── logs ─────────────────────────────
 
     @cached_property
-    def _event_decoders(self) -> dict[bytes, tuple[str, Any]]:
-        decoders: dict[bytes, tuple[str, Any]] = {}
+    def _event_decoders(self) -> dict[bytes, _EventDecoder]:
+        """topic0 → decoder, for every event of the indexed contracts."""
+        decoders: dict[bytes, _EventDecoder] = {}
         for name in INDEXED_CONTRACTS:
-            contract = self.contract(name)
-            for item in contract.abi:
-                if item.get("type") != "event":
-                    continue
-                signature = f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
-                decoders[Web3.keccak(text=signature)] = (name, getattr(contract.events, item["name"])())
+            for item in self.contract(name).abi:
+                if item.get("type") == "event" and not item.get("anonymous"):
+                    decoder = _EventDecoder.of(name, item)
+                    decoders[decoder.topic] = decoder
         return decoders
 
-    def raw_logs(self, from_block: int, to_block: int, addresses: Sequence[str]) -> list[Any]:
-        """Undecoded logs of `addresses` in [from_block, to_block] (what the intake cache needs)."""
-        return self._call(
-            lambda: self.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block, "address": list(addresses)})
-        )
+    def raw_logs(self, from_block: int, to_block: int, addresses: Sequence[str]) -> list[dict[str, Any]]:
+        """Undecoded logs of `addresses` in [from_block, to_block] (what the intake cache needs), as
+        `_log` shapes them."""
+        raw = self._rpc("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
+                                         "address": list(addresses)}])
+        return [_log(entry) for entry in raw]
 
     def get_logs(self, from_block: int, to_block: int) -> list[DecodedLog]:
         """Decoded events of the indexed contracts in [from_block, to_block], in chain order."""
         raw = self.raw_logs(from_block, to_block, [self.contract(name).address for name in INDEXED_CONTRACTS])
         decoded = []
         for log in raw:
-            if not log["topics"]:
+            decoder = self._event_decoders.get(log["topics"][0]) if log["topics"] else None
+            if decoder is None:
                 continue
-            entry = self._event_decoders.get(bytes(log["topics"][0]))
-            if entry is None:
-                continue
-            contract_name, event = entry
-            event_data = event.process_log(log)
             decoded.append(
                 DecodedLog(
-                    contract=contract_name,
-                    name=event_data["event"],
-                    args=_plain(dict(event_data["args"])),
+                    contract=decoder.contract,
+                    name=decoder.name,
+                    args=decoder.decode(log["topics"], log["data"]),
                     block_number=log["blockNumber"],
-                    block_hash=_hex(log["blockHash"]),
-                    tx_hash=_hex(log["transactionHash"]),
+                    block_hash=log["blockHash"],
+                    tx_hash=log["transactionHash"],
                     log_index=log["logIndex"],
                 )
             )
         decoded.sort(key=lambda d: (d.block_number, d.log_index))
         return decoded
+
+    def receipt_events(self, receipt: Any, contract: str, event: str) -> list[dict[str, Any]]:
+        """Args of a contract's `event`s in a receipt (from `receipts`), in log order."""
+        address = self.contract(contract).address.lower()
+        found = []
+        for log in receipt["logs"]:
+            if _hex(log["address"]).lower() != address or not log["topics"]:
+                continue
+            topics = [_bytes(t) for t in log["topics"]]
+            decoder = self._event_decoders.get(topics[0])
+            if decoder is not None and decoder.name == event and decoder.contract == contract:
+                found.append(decoder.decode(topics, _bytes(log["data"])))
+        return found
+
+
+_SCALAR_TYPES = re.compile(r"^(address|bool|bytes([1-9]|[12][0-9]|3[0-2])?|string|u?int[0-9]*)$")
+
+
+@dataclass(frozen=True)
+class _EventDecoder:
+    """One event's topic and decoder, built once from its ABI; decodes as web3's `process_log`
+    does (checksummed addresses; a dynamic indexed value is its topic, the keccak of the value),
+    then `_plain` (bytes as 0x hex)."""
+
+    contract: str
+    name: str
+    topic: bytes
+    topic_args: tuple[tuple[str, str], ...]  # indexed (name, type)
+    data_names: tuple[str, ...]
+    data_types: tuple[str, ...]
+
+    @classmethod
+    def of(cls, contract: str, item: dict[str, Any]) -> _EventDecoder:
+        types = [_abi_type(i) for i in item["inputs"]]
+        topic = bytes(Web3.keccak(text=f"{item['name']}({','.join(types)})"))
+        indexed = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
+        data = [(i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if not i["indexed"]]
+        return cls(contract, item["name"], topic, indexed, tuple(n for n, _ in data), tuple(t for _, t in data))
+
+    def decode(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
+        if len(topics) != len(self.topic_args) + 1:
+            raise ValueError(f"{self.contract}.{self.name}: {len(topics) - 1} indexed topics, "
+                             f"the ABI has {len(self.topic_args)}")
+        args: dict[str, Any] = {}
+        for (name, type_), topic in zip(self.topic_args, topics[1:], strict=True):
+            static = _SCALAR_TYPES.match(type_) and type_ not in ("bytes", "string")
+            args[name] = _normalised(type_, abi_decode((type_,), topic)[0]) if static else topic
+        values = abi_decode(self.data_types, data)
+        for name, type_, value in zip(self.data_names, self.data_types, values, strict=True):
+            args[name] = _normalised(type_, value)
+        return _plain(args)
+
+
+def _normalised(type_: str, value: Any) -> Any:
+    if type_ == "address":
+        return checksum_address(value)
+    if _SCALAR_TYPES.match(type_):
+        return value
+    return map_abi_data(BASE_RETURN_NORMALIZERS, [type_], [value])[0]  # arrays, tuples: web3's own walk
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+
+
+def _header(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The header fields the service reads, typed as web3's `get_block` types them."""
+    if raw is None:
+        return None
+    base_fee = raw.get("baseFeePerGas")
+    return {"number": int(raw["number"], 16), "hash": HexBytes(raw["hash"]), "parentHash": HexBytes(raw["parentHash"]),
+            "timestamp": int(raw["timestamp"], 16), "baseFeePerGas": None if base_fee is None else int(base_fee, 16)}
+
+
+def _log(raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw log with its numbers as ints, topics and data as bytes, hashes as 0x hex."""
+    return {"address": raw["address"], "topics": [bytes.fromhex(t[2:]) for t in raw["topics"]],
+            "data": bytes.fromhex(raw["data"][2:]), "blockNumber": int(raw["blockNumber"], 16),
+            "blockHash": raw["blockHash"], "transactionHash": raw["transactionHash"],
+            "logIndex": int(raw["logIndex"], 16)}
 
 
 def revert_reason(exc: Exception) -> str:
