@@ -176,6 +176,8 @@ class Stack:
         self.registry_path = workdir / "registry.json"
         self.rpc: Rpc | None = None
         self._epoch_length = epoch_length
+        self._gateway = None
+        self._accounts: dict[str, Any] = {}  # key → eth-account LocalAccount (parsing a key costs)
 
     def start(self, progress=print) -> Stack:
         from web3 import HTTPProvider, Web3
@@ -203,6 +205,15 @@ class Stack:
         return self
 
     @property
+    def gateway(self):  # the service's own batched reads (ChainGateway), for the bench's lookups
+        from marketplace.chain.gateway import ChainGateway
+        from marketplace.registry import Registry
+
+        if self._gateway is None:
+            self._gateway = ChainGateway(self.devnet.url, Registry.load(self.registry_path))
+        return self._gateway
+
+    @property
     def anvil_pid(self) -> int | None:
         return self.devnet.running_pid()
 
@@ -225,7 +236,8 @@ class Stack:
     def raw_tx(self, key: str, nonce: int, to: str, data: str, gas: int) -> tuple[str, str]:
         tx = {"to": to, "data": data, "value": 0, "gas": gas, "nonce": nonce, "chainId": self.chain_id,
               "maxFeePerGas": 100 * GWEI, "maxPriorityFeePerGas": 1 * GWEI, "type": 2}
-        signed = Account.sign_transaction(tx, key)
+        account = self._accounts.get(key) or self._accounts.setdefault(key, Account.from_key(key))
+        signed = account.sign_transaction(tx)
         return "0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex()
 
     def send_all(self, raws: list[tuple[str, str]], *, chunk: int = 200, timeout: float = 300) -> list[dict]:
