@@ -575,9 +575,11 @@ class OrderBookService:
         opened = iter(opened_ids)
         any_failed = False
         filled_orders: dict[str, OrderRow] = {}
+        hashes = sorted({h for row in rows for h in (row.offer_hash, row.request_hash)})
+        orders = {order.hash: order for start in range(0, len(hashes), 500)  # one query, not two per pairing
+                  for order in session.exec(select(OrderRow).where(OrderRow.hash.in_(hashes[start:start + 500])))}
         for row in rows:
-            offer_row = session.get(OrderRow, row.offer_hash)
-            request_row = session.get(OrderRow, row.request_hash)
+            offer_row, request_row = orders[row.offer_hash], orders[row.request_hash]
             offer_row.reserved = max(0, offer_row.reserved - row.gpu_count * row.deal_hours)
             request_row.reserved = max(0, request_row.reserved - row.deal_hours)
             if receipt is None or row.batch_index in failed:

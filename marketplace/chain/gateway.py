@@ -7,9 +7,9 @@ with backoff; a call the contract reverts is not retried.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import requests
@@ -17,11 +17,11 @@ from hexbytes import HexBytes
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
+from eth_abi.grammar import TupleType
+from eth_abi.grammar import parse as parse_abi_type
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
-from web3._utils.abi import map_abi_data
 from web3._utils.method_formatters import receipt_formatter
-from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.contract import Contract
 from web3.datastructures import AttributeDict
 from web3.exceptions import (
@@ -403,11 +403,28 @@ class _EventDecoder:
 
 
 def _normalised(type_: str, value: Any) -> Any:
+    """A decoded value as web3 returns it (its BASE_RETURN_NORMALIZERS: addresses checksummed, in
+    tuples and arrays too; arrays become lists), without web3's per-call walk of the ABI."""
     if type_ == "address":
         return checksum_address(value)
     if _SCALAR_TYPES.match(type_):
         return value
-    return map_abi_data(BASE_RETURN_NORMALIZERS, [type_], [value])[0]  # arrays, tuples: web3's own walk
+    return _normaliser(type_)(value)
+
+
+@cache
+def _normaliser(type_: str) -> Callable[[Any], Any]:
+    return _walker(parse_abi_type(type_))
+
+
+def _walker(abi_type: Any) -> Callable[[Any], Any]:
+    if abi_type.is_array:
+        item = _walker(abi_type.item_type)
+        return lambda values: [item(v) for v in values]
+    if isinstance(abi_type, TupleType):
+        parts = [_walker(component) for component in abi_type.components]
+        return lambda values: tuple(part(v) for part, v in zip(parts, values, strict=True))
+    return checksum_address if abi_type.base == "address" else (lambda value: value)
 
 
 def _bytes(value: Any) -> bytes:
@@ -473,7 +490,7 @@ class _Reader:
         except DecodingError as exc:
             raise BadFunctionCallOutput(f"could not decode the result of {self.output_types} from {bytes(raw).hex()!r}"
                                         ) from exc
-        normalized = map_abi_data(BASE_RETURN_NORMALIZERS, self.output_types, values)
+        normalized = [_normalised(t, v) for t, v in zip(self.output_types, values, strict=True)]
         return normalized[0] if len(normalized) == 1 else normalized
 
 
