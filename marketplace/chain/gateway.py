@@ -239,6 +239,21 @@ class ChainGateway:
     def timestamp(self) -> int:
         return int(self.get_block("latest")["timestamp"])
 
+    def gas_used(self, call: dict[str, Any]) -> int:
+        """Gas `call` ({from, to, data}) uses on the pending state, from ONE execution
+        (eth_createAccessList). anvil's eth_estimateGas binary-searches over many executions: for
+        an openDeals of 50 pairings 230-460 ms against 21-26 ms here, twice the chain work of
+        sending it. A node without the method, or a call that would fail, goes through
+        eth_estimateGas, which raises as web3 does (the contract's custom error)."""
+        params = {"from": call["from"], "to": call["to"], "data": call["data"]}
+        try:
+            result = self._rpc("eth_createAccessList", [params, "pending"])
+        except Web3RPCError:
+            result = None
+        if not isinstance(result, dict) or result.get("error") or "gasUsed" not in result:
+            return self._call(lambda: self.w3.eth.estimate_gas(call))
+        return int(result["gasUsed"], 16)
+
     def get_deal(self, deal_id: int) -> dict[str, Any]:
         return self._deal(self.read(MARKET, "getDeal", deal_id))
 

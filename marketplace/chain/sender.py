@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from marketplace.chain.gas import gas_limit
-from marketplace.chain.gateway import MARKET, ChainGateway, revert_reason
+from marketplace.chain.gateway import MARKET, ChainGateway, ChainUnavailable, revert_reason
 from marketplace.db.models import ChainTx, TxState
 from marketplace.db.session import session_scope
 
@@ -88,7 +88,9 @@ class TxSender:
                 call = {"from": self.address, "to": self.gateway.market.address,
                         "data": self.call_data(tx.kind, json.loads(tx.payload))}
                 try:
-                    gas = self.gateway.w3.eth.estimate_gas(call)
+                    gas = self.gateway.gas_used(call)
+                except ChainUnavailable:
+                    raise  # not a verdict on the transaction: the pass fails, the next one retries
                 except Exception as exc:  # the contract would revert: never spend a nonce on it
                     tx.state = TxState.FAILED
                     tx.error = revert_reason(exc)[:500]

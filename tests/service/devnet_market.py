@@ -71,10 +71,12 @@ class DevnetMarket:
 
     # ───────────── transactions ─────────────
 
-    def send(self, index: int, call) -> dict:
-        """Sign and send `call` from anvil account `index`; returns the receipt (reverts raise)."""
+    def send(self, index: int, call, *, gas: int | None = None) -> dict:
+        """Sign and send `call` from anvil account `index` (web3's gas estimate unless `gas`);
+        returns the receipt (reverts raise)."""
         sender = self.address(index)
-        tx = call.build_transaction({"from": sender, "nonce": self.w3.eth.get_transaction_count(sender, "pending")})
+        params = {"from": sender, "nonce": self.w3.eth.get_transaction_count(sender, "pending")}
+        tx = call.build_transaction(params if gas is None else {**params, "gas": gas})
         signed = Account.from_key(ANVIL_KEYS[index]).sign_transaction(tx)
         receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction))
         if receipt["status"] != 1:

@@ -213,3 +213,53 @@ def test_get_block__header_fields_equal_web3s(chain):
         ours = gateway.get_block(number)
         assert ours == {key: theirs.get(key) for key in ("number", "hash", "parentHash", "timestamp", "baseFeePerGas")}
     assert gateway.block_number() == market.w3.eth.block_number
+
+
+def test_gas_used__one_execution__covers_what_the_transaction_uses(chain, counted):
+    """The sender sizes gas from one eth_createAccessList (anvil's eth_estimateGas runs the call
+    many times); the limit built from it carries the transaction."""
+    from marketplace.chain.gas import gas_limit
+
+    market, _ = chain
+    gateway, rpc = counted
+    offer, request = market.offer(), market.request()
+    function = market.market.functions.openDeal(offer.as_tuple(), market.sign(offer, PROVIDER), request.as_tuple(),
+                                                market.sign(request, TRAINER), 2)
+    call = {"from": market.address(MATCHER), "to": market.market.address, "data": function._encode_transaction_data()}
+    rpc.clear()
+    used = gateway.gas_used(call)
+    assert rpc.methods(rpc.single) == ["eth_createAccessList"]
+    estimate = market.w3.eth.estimate_gas(call)
+    assert 0.9 * estimate <= used <= 1.1 * estimate  # the access list shifts cold-access costs a little
+    receipt = market.send(MATCHER, function, gas=gas_limit(used))
+    assert receipt["status"] == 1 and receipt["gasUsed"] <= gas_limit(used)
+
+
+def test_gas_used__call_that_would_revert__raises_the_contracts_error(chain, counted):
+    from web3.exceptions import ContractCustomError
+
+    market, _ = chain
+    gateway, _ = counted
+    data = market.market.functions.withdraw(market.usdc.address, 10**30)._encode_transaction_data()
+    with pytest.raises(ContractCustomError):
+        gateway.gas_used({"from": market.address(PROVIDER), "to": market.market.address, "data": data})
+
+
+def test_gas_used__node_without_create_access_list__falls_back_to_estimate_gas(chain, counted, monkeypatch):
+    from web3.exceptions import Web3RPCError
+
+    market, _ = chain
+    gateway, rpc = counted
+    data = market.market.functions.withdraw(market.usdc.address, 1)._encode_transaction_data()
+    call = {"from": market.address(TRAINER), "to": market.market.address, "data": data}
+    real_rpc = gateway._rpc
+
+    def without_access_lists(method, params):
+        if method == "eth_createAccessList":
+            raise Web3RPCError("the method eth_createAccessList does not exist/is not available")
+        return real_rpc(method, params)
+
+    monkeypatch.setattr(gateway, "_rpc", without_access_lists)
+    rpc.clear()
+    assert gateway.gas_used(call) == market.w3.eth.estimate_gas(call)
+    assert rpc.methods(rpc.single) == ["eth_estimateGas"]
