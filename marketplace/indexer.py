@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from web3 import Web3
@@ -326,13 +326,14 @@ class Indexer:
             deal_ids = {int(e.args["dealId"]) for e in chunk.logs if e.contract == MARKET and "dealId" in e.args}
             deals = {deal.deal_id: deal for deal in _in_batches(session, DealRow, DealRow.deal_id, deal_ids)}
             fills = _OrderFills(session)
+            events: list[dict[str, Any]] = []  # inserted as rows in one statement, not as ORM objects
             for entry in chunk.logs:
                 if (entry.tx_hash, entry.log_index) in seen:
                     continue
                 seen.add((entry.tx_hash, entry.log_index))
                 args = _jsonable(entry.args)
                 deal_id = entry.args.get("dealId") if entry.contract == MARKET else None
-                session.add(ChainEvent(
+                events.append(dict(
                     block_number=entry.block_number, block_hash=entry.block_hash, tx_hash=entry.tx_hash,
                     log_index=entry.log_index, contract=entry.contract, name=entry.name,
                     deal_id=int(deal_id) if deal_id is not None else None, args=json.dumps(args, sort_keys=True),
@@ -343,6 +344,8 @@ class Indexer:
                     _apply_to_orders(session, entry.name, args, fills)
                 applied += 1
             fills.refresh()
+            if events:
+                session.execute(insert(ChainEvent), events)
             stored = {b.number: b for b in _in_batches(session, IndexedBlock, IndexedBlock.number, chunk.blocks)}
             for number, block in chunk.blocks.items():
                 block_hash, parent_hash = _hex(block["hash"]), _hex(block["parentHash"])

@@ -40,15 +40,15 @@ class Verifier:
 
     def tick(self) -> int:
         """Verify what is due; returns how many attestations were queued."""
+        # Completed deals not yet verified whose job spec we hold (else there is nothing to re-run), in
+        # one query: a lookup per deal made every loop pass cost ~1 ms per deal awaiting settlement.
+        verified = select(JobReceiptRow.deal_id).where(JobReceiptRow.deal_id == DealRow.deal_id).exists()
         with Session(self.engine) as session:
-            done = set(session.exec(select(JobReceiptRow.deal_id)).all())
-            candidates = [
-                (row, session.get(JobSpecRow, row.job_spec_hash))
-                for row in session.exec(select(DealRow).where(DealRow.status == int(DealStatus.COMPLETED))).all()
-                if row.deal_id not in done
-            ]
+            candidates = session.exec(
+                select(DealRow, JobSpecRow).join(JobSpecRow, JobSpecRow.hash == DealRow.job_spec_hash)
+                .where(DealRow.status == int(DealStatus.COMPLETED), ~verified).order_by(DealRow.deal_id)
+            ).all()
         queued = 0
-        candidates = [(row, spec_row) for row, spec_row in candidates if spec_row is not None]  # else nothing to re-run
         chain_deals = self.gateway.get_deals([row.deal_id for row, _ in candidates])  # one round trip
         for (row, spec_row), chain_deal in zip(candidates, chain_deals, strict=True):
             if chain_deal["status"] != DealStatus.COMPLETED:

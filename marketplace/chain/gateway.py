@@ -33,6 +33,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
+from marketplace.chain import gas
 from marketplace.registry import Registry
 from marketplace.signing import checksum_address
 
@@ -239,20 +240,25 @@ class ChainGateway:
     def timestamp(self) -> int:
         return int(self.get_block("latest")["timestamp"])
 
-    def gas_used(self, call: dict[str, Any]) -> int:
-        """Gas `call` ({from, to, data}) uses on the pending state, from ONE execution
-        (eth_createAccessList). anvil's eth_estimateGas binary-searches over many executions: for
-        an openDeals of 50 pairings 230-460 ms against 21-26 ms here, twice the chain work of
-        sending it. A node without the method, or a call that would fail, goes through
-        eth_estimateGas, which raises as web3 does (the contract's custom error)."""
+    def gas_limit(self, call: dict[str, Any]) -> int:
+        """A gas limit (`gas.gas_limit`'s headroom included) that carries `call` ({from, to,
+        data}) on the pending state, from two executions: eth_createAccessList for the gas it uses,
+        then eth_call with the limit made from that. anvil's eth_estimateGas binary-searches over
+        many executions (an openDeals of 50 pairings: 230-460 ms against 21-26 ms for one here),
+        twice the chain work of sending it. A call may need more gas than it uses (openDeals keeps
+        a reserve per pairing, 63/64 forwarding); if the limit does not carry it, or the node lacks
+        the method, or the call would fail, eth_estimateGas decides, and raises as web3 does (the
+        contract's custom error)."""
         params = {"from": call["from"], "to": call["to"], "data": call["data"]}
         try:
             result = self._rpc("eth_createAccessList", [params, "pending"])
+            if isinstance(result, dict) and not result.get("error") and "gasUsed" in result:
+                limit = gas.gas_limit(int(result["gasUsed"], 16))
+                self._rpc("eth_call", [{**params, "gas": hex(limit)}, "pending"])  # raises if it does not carry
+                return limit
         except Web3RPCError:
-            result = None
-        if not isinstance(result, dict) or result.get("error") or "gasUsed" not in result:
-            return self._call(lambda: self.w3.eth.estimate_gas(call))
-        return int(result["gasUsed"], 16)
+            pass
+        return gas.gas_limit(self._call(lambda: self.w3.eth.estimate_gas(call)))
 
     def get_deal(self, deal_id: int) -> dict[str, Any]:
         return self._deal(self.read(MARKET, "getDeal", deal_id))

@@ -25,7 +25,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
-from marketplace.chain.gas import gas_limit
 from marketplace.chain.gateway import MARKET, ChainGateway, ChainUnavailable, revert_reason
 from marketplace.db.models import ChainTx, TxState
 from marketplace.db.session import session_scope
@@ -88,7 +87,7 @@ class TxSender:
                 call = {"from": self.address, "to": self.gateway.market.address,
                         "data": self.call_data(tx.kind, json.loads(tx.payload))}
                 try:
-                    gas = self.gateway.gas_used(call)
+                    gas = self.gateway.gas_limit(call)
                 except ChainUnavailable:
                     raise  # not a verdict on the transaction: the pass fails, the next one retries
                 except Exception as exc:  # the contract would revert: never spend a nonce on it
@@ -100,7 +99,7 @@ class TxSender:
                     continue
                 nonce = self._next_nonce(session, chain_nonce)
                 signed = self._account.sign_transaction(
-                    {"to": call["to"], "data": call["data"], "value": 0, "nonce": nonce, "gas": gas_limit(gas),
+                    {"to": call["to"], "data": call["data"], "value": 0, "nonce": nonce, "gas": gas,
                      "chainId": self.gateway.chain_id, "type": 2, **fees}
                 )
                 tx.nonce = nonce
