@@ -348,7 +348,7 @@ def _constraint_matrix(c: Candidates, cols: np.ndarray):  # type: ignore[no-unty
 
 def _first_k_per_group(group: np.ndarray, sort_key: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k smallest ``sort_key`` within each group (ties: lower index first)."""
-    order = np.lexsort((np.arange(len(group)), sort_key, group))
+    order = np.lexsort((sort_key, group))  # lexsort is stable: ties keep index order
     g = group[order]
     starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1] if len(g) else np.zeros(0, dtype=np.int64)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -780,8 +780,11 @@ def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _surplus_order(c: Candidates) -> np.ndarray:
-    """Explicit tie-breaking: surplus per GPU-hour, then request arrival, then ask, then offer arrival."""
-    return np.lexsort((c.o, c.ask_rank[c.o], c.r, -c.surplus))
+    """Explicit tie-breaking: surplus per GPU-hour, then request arrival, then ask, then offer arrival.
+
+    Candidates are already in (request, ask, offer) order, so a stable sort by surplus alone is that order.
+    """
+    return np.argsort(-c.surplus, kind="stable")
 
 
 def _guided_order(c: Candidates, x: np.ndarray, reduced: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
