@@ -39,6 +39,13 @@ Methods
 * ``"exact"``: the whole MILP with integer hours, no gap, no node limit: the
   reference optimum. Fine for small windows; at thousands of orders HiGHS
   needs minutes to hours.
+* ``"fast"``: step (1) by the flow (no simplex vertex), then a deterministic local search
+  from the flow's vertex instead of MILPs (``_repair``): keep every request the LP serves
+  in whole hours above its minimums, place each request it split -- largest first -- in
+  pieces from spare capacity or on an offer made room for by moving its deals to spare
+  capacity elsewhere (or dropping them), when that adds welfare; then the two fills; the
+  LP-guided fill alone wins if better. No MILP, so about the time of ``"lp"`` plus a few
+  tenths of a second at 10,000 orders; welfare between ``"lp"`` and ``"auto"``.
 * ``"lp"``: steps (1) and (2) only (LP by the flow, guided by its vertex).
   ``"greedy"``: pairs by surplus per
   GPU-hour, largest first; no bound. Baselines.
@@ -92,7 +99,7 @@ from .deals import Deal
 from .errors import DuplicateOrder, InvalidQuantity, MatchingError, SolverError
 from .orders import MAX_HOURS, SECONDS_PER_HOUR, Offer, Order, Request
 
-Method = Literal["auto", "lp", "exact", "greedy"]
+Method = Literal["auto", "fast", "lp", "exact", "greedy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +133,10 @@ class BatchConfig:
     integral_below: int = 1_000
     integral_hours: bool = False  # integer hours in every sub-market, whatever its size
     time_limit: float | None = None
+    # "fast": options per split request in the local search (its LP pairs, then the best by reduced
+    # value), and how many extra rounds retry requests still served less than by the LP.
+    repair_options: int = 20
+    repair_sweeps: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -742,6 +753,7 @@ def _components(c: Candidates, cols: np.ndarray) -> list[np.ndarray]:
 
 
 _FILL_CHUNK = 4_096  # pairs per vectorised filter in _fill
+_LANDING = 20  # _repair: pairs per request where a moved deal may land (cheapest asks with room)
 
 
 def _fill(c: Candidates, hours: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -797,6 +809,187 @@ def _guided_order(c: Candidates, x: np.ndarray, reduced: np.ndarray, base: np.nd
 
 def _welfare_of(c: Candidates, hours: np.ndarray) -> float:
     return float(_pair_values(c) @ hours)
+
+
+def _repair(c: Candidates, x: np.ndarray, reduced: np.ndarray, options: int, sweeps: int = 1) -> np.ndarray:
+    """Local search from the LP: keep what it settles, place the orders it splits whole (``"fast"``).
+
+    Start from the LP's pairs of every request it serves integrally (whole hours, each at
+    least the pair's minimum): feasible, and usually ~85 % of the welfare. Then each request
+    the LP split or left fractional ("dirty"), largest (GPU-hours) first, gets the best of
+    (A) pieces from spare capacity, cheapest ask first, each piece at least its pair's minimum;
+    (B) one piece on an offer made room for by moving its deals elsewhere (into spare
+    capacity, cheapest ask first, in pieces) or, if they fit nowhere, dropping them -- the
+    victims cheapest to move per GPU-hour first -- plus (A) for the rest. A plan is applied
+    only if it adds welfare. Options per request: its LP pairs, then the ``options`` best by
+    reduced value. ``sweeps`` more rounds retry requests still served less than by the LP.
+    Every step keeps capacities, hours and minimums: the result is feasible. Deterministic:
+    fixed orders, ties by pair index.
+    """
+    n_r, n_o = len(c.requests), len(c.offers)
+    g = c.request_gpus[c.r]
+    used = x > 1e-9
+    dirty = used & ((x < c.lo - 1e-6) | (np.abs(x - np.round(x)) > 1e-6))
+    dirty_request = np.zeros(n_r, dtype=bool)
+    dirty_request[c.r[dirty]] = True
+    hours = np.where(used & ~dirty_request[c.r], np.round(x), 0).astype(np.int64)
+    hours = np.minimum(hours, c.hi)
+    rs, os_, lo_, hi_, gs, ss = (a.tolist() for a in (c.r, c.o, c.lo, c.hi, g, c.surplus))
+    h_ = hours.tolist()
+    req_left = (c.request_hours - np.bincount(c.r, weights=hours, minlength=n_r)).astype(np.int64).tolist()
+    off_left = (c.offer_capacity - np.bincount(c.o, weights=hours * g, minlength=n_o)).astype(np.int64).tolist()
+    on_offer: list[set[int]] = [set() for _ in range(n_o)]
+    for p in np.flatnonzero(hours > 0).tolist():
+        on_offer[os_[p]].add(p)
+    starts = np.searchsorted(c.r, np.arange(n_r + 1)).tolist()
+    spare_at_start = np.asarray(off_left)[c.o] >= g * c.lo  # where moved deals may land
+    choices: dict[int, list[int]] = {}
+    landing: dict[int, list[int]] = {}
+
+    def options_of(r: int) -> list[int]:
+        """r's LP pairs, then its ``options`` best by reduced value; in canonical (ask) order."""
+        if r not in choices:
+            a, b = starts[r], starts[r + 1]
+            key = np.where(used[a:b], -np.inf, -reduced[a:b])
+            choices[r] = sorted((a + np.argsort(key, kind="stable")[:options]).tolist())
+        return choices[r]
+
+    def landing_of(r: int) -> list[int]:
+        """r's pairs on offers that had spare room for them at the start, cheapest ask first."""
+        if r not in landing:
+            a, b = starts[r], starts[r + 1]
+            landing[r] = (a + np.flatnonzero(spare_at_start[a:b])[:_LANDING]).tolist()
+        return landing[r]
+
+    def relocation(q: int, o_from: int, reserved: dict[int, int]) -> tuple[float, list[tuple[int, int]]] | None:
+        """Move deal q off ``o_from`` into spare capacity, in pieces: (welfare lost, pieces) or None."""
+        rq, hq, gq = rs[q], h_[q], gs[q]
+        left, pieces, gained = hq, [], 0.0
+        for p2 in landing_of(rq):  # ask ascending
+            o2 = os_[p2]
+            if o2 == o_from or h_[p2] > 0:
+                continue
+            h = min(hi_[p2], left, (off_left[o2] - reserved.get(o2, 0)) // gq)
+            if h < lo_[p2]:
+                continue
+            pieces.append((p2, h))
+            gained += ss[p2] * gq * h
+            left -= h
+            if left == 0:
+                break
+        if left == hq:
+            return None
+        return ss[q] * gq * hq - gained, pieces
+
+    def plan(r: int, want: int) -> tuple[float, list[tuple[int, int]], list[tuple[int, list[tuple[int, int]]]]]:
+        """Best way to give request r up to ``want`` more hours: (welfare gained, pieces, evictions)."""
+        opts = options_of(r)
+        own = [p for p in range(starts[r], starts[r + 1]) if h_[p] > 0 and p not in opts]
+        if own:
+            opts = sorted(opts + own)
+        best: tuple[float, list, list] = (0.0, [], [])
+        relocations: dict[tuple[int, int], tuple[float, list[tuple[int, int]]] | None] = {}
+        left, pieces, gain = want, [], 0.0  # (A)
+        for p in opts:
+            h = min(hi_[p] - h_[p], left, off_left[os_[p]] // gs[p])
+            if h <= 0 or h_[p] + h < lo_[p]:
+                continue
+            pieces.append((p, h))
+            gain += ss[p] * gs[p] * h
+            left -= h
+            if left == 0:
+                break
+        if gain > best[0]:
+            best = (gain, pieces, [])
+        for p in opts:  # (B)
+            o, gp = os_[p], gs[p]
+            h = min(hi_[p] - h_[p], want)
+            if h <= 0 or h_[p] + h < lo_[p]:
+                continue
+            short = gp * h - off_left[o]
+            if short <= 0:
+                continue  # fits without moving anything: (A) covers it
+            victims = []
+            for q in on_offer[o]:
+                if rs[q] != r:
+                    moved = relocations.get((q, o), False)
+                    if moved is False:
+                        moved = relocations[q, o] = relocation(q, o, {})
+                    cost = moved[0] if moved is not None else ss[q] * gs[q] * h_[q]
+                    victims.append((cost / (gs[q] * h_[q]), q, moved))
+            victims.sort()
+            loss, evict, reserved = 0.0, [], {}
+            for _, q, moved in victims:
+                if short <= 0:
+                    break
+                if reserved:
+                    moved = relocation(q, o, reserved)
+                moves = [] if moved is None else moved[1]
+                loss += ss[q] * gs[q] * h_[q] if moved is None else moved[0]
+                for p2, h2 in moves:
+                    reserved[os_[p2]] = reserved.get(os_[p2], 0) + gs[q] * h2
+                evict.append((q, moves))
+                short -= gs[q] * h_[q]
+            if short > 0:
+                continue
+            gain = ss[p] * gp * h - loss
+            left, pieces = want - h, [(p, h)]
+            for p3 in opts:
+                if left == 0:
+                    break
+                o3 = os_[p3]
+                hh = min(hi_[p3] - h_[p3], left, (off_left[o3] - reserved.get(o3, 0)) // gs[p3])
+                if p3 == p or hh <= 0 or h_[p3] + hh < lo_[p3]:
+                    continue
+                pieces.append((p3, hh))
+                gain += ss[p3] * gs[p3] * hh
+                left -= hh
+                reserved[o3] = reserved.get(o3, 0) + gs[p3] * hh
+            if gain > best[0]:
+                best = (gain, pieces, evict)
+        return best
+
+    def apply(r: int, pieces: list[tuple[int, int]], evict: list[tuple[int, list[tuple[int, int]]]]) -> None:
+        for q, moves in evict:
+            o, hq, gq = os_[q], h_[q], gs[q]
+            h_[q] = 0
+            off_left[o] += gq * hq
+            on_offer[o].discard(q)
+            for p2, h2 in moves:
+                h_[p2] = h2
+                off_left[os_[p2]] -= gq * h2
+                on_offer[os_[p2]].add(p2)
+                hq -= h2
+            req_left[rs[q]] += hq
+        for p, h in pieces:
+            h_[p] += h
+            req_left[r] -= h
+            off_left[os_[p]] -= gs[p] * h
+            on_offer[os_[p]].add(p)
+
+    size = c.request_gpus * c.request_hours
+    todo = np.flatnonzero(dirty_request)
+    lp_hours = np.bincount(c.r, weights=x, minlength=n_r)
+    for sweep in range(sweeps + 1):
+        for r in todo[np.argsort(-size[todo], kind="stable")].tolist():
+            if req_left[r] > 0:
+                gain, pieces, evict = plan(r, req_left[r])
+                if gain > 0:
+                    apply(r, pieces, evict)
+        left = np.array(req_left, dtype=np.int64)
+        todo = np.flatnonzero((c.request_hours - left < lp_hours - 0.5) & (left > 0))
+    return np.array(h_, dtype=np.int64)
+
+
+def _solve_fast(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """LP bound, then the local search from the LP's vertex (``_repair``) and fills; no MILP."""
+    x, w, u, rounds = _relaxation(c, config)
+    reduced = _pair_values(c) - w[c.r] - c.request_gpus[c.r] * u[c.o]
+    by_surplus = _surplus_order(c)
+    by_guide = _guided_order(c, x, reduced, by_surplus)
+    repaired = _fill(c, _fill(c, _repair(c, x, reduced, config.repair_options, config.repair_sweeps), by_guide), by_surplus)
+    guided = _fill(c, np.zeros(len(c), dtype=np.int64), by_guide)  # the "lp" answer: never do worse
+    return (repaired if _welfare_of(c, repaired) >= _welfare_of(c, guided) else guided), w, u, rounds
 
 
 def _solve_auto(c: Candidates, config: BatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -898,6 +1091,9 @@ def clear_batch(
         x, w, u, rounds = _relaxation(c, config)
         reduced = _pair_values(c) - w[c.r] - c.request_gpus[c.r] * u[c.o]
         hours = _fill(c, np.zeros(len(c), dtype=np.int64), _guided_order(c, x, reduced))
+        bound = _dual_bound(c, w, u)
+    elif config.method == "fast":
+        hours, w, u, rounds = _solve_fast(c, config)
         bound = _dual_bound(c, w, u)
     elif config.method == "auto":
         hours, w, u, rounds = _solve_auto(c, config)

@@ -110,11 +110,11 @@ def test_property__tiny_windows__batch_welfare_equals_brute_force(window) -> Non
         verify_batch(result, offer_list, request_list)
         assert result.welfare == optimum, method
         assert result.optimal
-    for method in ("lp", "greedy"):
+    for method in ("fast", "lp", "greedy"):
         result = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method=method))
         verify_batch(result, offer_list, request_list)
         assert result.welfare <= optimum
-        if method == "lp":
+        if method in ("fast", "lp"):
             assert result.upper_bound is not None and result.upper_bound >= optimum - 1e-6 * max(1, optimum)
             recomputed = certified_upper_bound(offer_list, request_list, NOW, result.request_values, result.offer_values)
             assert recomputed >= optimum - 1e-6 * max(1, optimum)
@@ -384,3 +384,53 @@ def test_simplex_vertex__same_lp_optimum__feasible__duals_non_negative() -> None
     assert (np.bincount(c.r, weights=vertex, minlength=len(c.requests)) <= c.request_hours + 1e-6).all()
     assert (np.bincount(c.o, weights=vertex * g, minlength=len(c.offers)) <= c.offer_capacity + 1e-6).all()
     assert (gw >= 0).all() and (gu >= 0).all()
+
+
+def _check_feasible(c, hours) -> None:  # type: ignore[no-untyped-def]
+    g = c.request_gpus[c.r]
+    assert ((hours == 0) | ((hours >= c.lo) & (hours <= c.hi))).all()
+    assert (np.bincount(c.r, weights=hours, minlength=len(c.requests)) <= c.request_hours).all()
+    assert (np.bincount(c.o, weights=hours * g, minlength=len(c.offers)) <= c.offer_capacity).all()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000), st.integers(1, 20), st.integers(0, 2))
+def test_property__repair__feasible__not_below_its_start__deterministic(seed: int, options: int, sweeps: int) -> None:
+    from marketplace.matching.batch import _pair_values, _relaxation, _repair, build_candidates
+
+    offer_list, request_list = MarketGenerator(seed, providers=40, trainers=80).window(400, now=NOW, offer_share=0.35)
+    c = build_candidates(offer_list, request_list, NOW)
+    if len(c) == 0:
+        return
+    x, w, u, _ = _relaxation(c, BatchConfig())
+    reduced = _pair_values(c) - w[c.r] - c.request_gpus[c.r] * u[c.o]
+    hours = _repair(c, x, reduced, options, sweeps)
+    _check_feasible(c, hours)
+    # It starts from the LP's whole-hour pairs of the requests the LP does not split, and only
+    # applies plans that add welfare: never below that start.
+    used = x > 1e-9
+    dirty = used & ((x < c.lo - 1e-6) | (np.abs(x - np.round(x)) > 1e-6))
+    split = np.zeros(len(c.requests), dtype=bool)
+    split[c.r[dirty]] = True
+    start = np.where(used & ~split[c.r], np.round(x), 0).astype(np.int64)
+    _check_feasible(c, start)
+    value = _pair_values(c)
+    assert value @ hours >= value @ start - 1e-6 * max(1.0, float(value @ start))
+    assert np.array_equal(_repair(c, x, reduced, options, sweeps), hours)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000))
+def test_property__fast__verified__certified__not_below_lp__deterministic(seed: int) -> None:
+    offer_list, request_list = MarketGenerator(seed, providers=60, trainers=120).window(600, now=NOW, offer_share=0.3)
+    fast = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method="fast"))
+    verify_batch(fast, offer_list, request_list)
+    lp = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method="lp"))
+    assert fast.welfare >= lp.welfare  # the LP-guided fill is one of its candidates
+    assert fast.upper_bound == pytest.approx(lp.upper_bound, rel=1e-12)
+    if fast.rounds:
+        bound = certified_upper_bound(offer_list, request_list, NOW, fast.request_values, fast.offer_values)
+        assert bound == pytest.approx(fast.upper_bound, rel=1e-9)
+    assert fast.welfare <= fast.upper_bound * (1 + 1e-9)
+    again = clear_batch(offer_list, request_list, NOW, config=BatchConfig(method="fast"))
+    assert again.digest() == fast.digest()
