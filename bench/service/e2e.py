@@ -3,7 +3,7 @@
 indexed as settled, with batching (openDeals / settleMany of up to 50) and with one transaction
 per deal (MARKET_MAX_BATCH_SIZE=1, the same knob for both), side by side on the same chain.
 
-    .venv/bin/python bench/service/e2e.py [--pairs 200]
+    .venv/bin/python bench/service/e2e.py [--pairs 1000]
 
 Per variant: a fresh `marketplace serve` (batch matching, 1 s window, SQLite file, poll 0.1 s,
 confirmations 0 on an automining anvil) and fresh signer accounts (funded before timing). Timed:
@@ -233,7 +233,7 @@ def run_e2e(stack: Stack, workdir: Path, *, pairs: int, signers: int, progress=p
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/service/e2e.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=200, help="offer/request pairs per variant (default %(default)s)")
+    parser.add_argument("--pairs", type=int, default=1000, help="offer/request pairs per variant (default %(default)s)")
     parser.add_argument("--signers", type=int, default=50, help="providers and as many trainers per variant")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
