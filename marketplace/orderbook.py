@@ -14,11 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from eth_utils import keccak
 from sqlalchemy import func, insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlmodel import Session, select
 
 from marketplace.matching.batch import BatchResult, clear_batch
@@ -218,6 +219,36 @@ class VerifiedOrder(SignedOrder):
             expiry=order.expiry, status=OrderStatus.OPEN, seq=seq, payload=message_json(order),
             signature=self.signature, created_at=created_at,
         )
+
+
+def _insert_orders(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """The `orders` rows in one executemany at the driver. The Core insert ran every value of
+    every row through SQLAlchemy's parameter processing (a seventh of the book's CPU under batch
+    intake); here only the columns that have a bind processor (side, status, created_at) are
+    converted, once per distinct value, by the same processors the Core insert uses."""
+    sql, keys, processors, positional = _orders_insert(connection.dialect)
+    converted: dict[tuple[str, Any], Any] = {}
+    params: list[Any] = []
+    for row in rows:
+        values = dict(row)
+        for key, process in processors:
+            value = values[key]
+            try:
+                values[key] = converted[key, value]
+            except KeyError:
+                values[key] = converted[key, value] = process(value)
+        params.append(tuple(values[key] for key in keys) if positional else values)
+    connection.exec_driver_sql(sql, params)
+
+
+@lru_cache(maxsize=4)
+def _orders_insert(dialect: Dialect) -> tuple[str, tuple[str, ...], list[tuple[str, Any]], bool]:
+    table = OrderRow.__table__
+    compiled = insert(table).compile(dialect=dialect, column_keys=[column.key for column in table.columns])
+    processors = [(column.key, process) for column in table.columns
+                  if (process := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    keys = tuple(compiled.positiontup) if compiled.positional else tuple(column.key for column in table.columns)
+    return compiled.string, keys, processors, compiled.positional
 
 
 class _PendingOrder:
@@ -465,7 +496,7 @@ class OrderBookService:
                         session.add(JobSpecRow(hash=v.order.jobSpecHash, spec=json.dumps(v.job_spec, sort_keys=True)))
                     accepted.append((i, v, row))
                 if rows:
-                    connection.execute(insert(orders), rows)
+                    _insert_orders(connection, rows)
                 session.flush()
                 matches = self._propose(session, deals)
             except BaseException:
