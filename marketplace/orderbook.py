@@ -172,6 +172,7 @@ class SignedOrder:
     owner: str
     signature: str
     matching_order: MatchingOffer | MatchingRequest
+    payload: str  # message_json(order): what its `orders` row stores, built here (in a worker, if any)
 
 
 def signed_order(side: OrderSide, message: dict[str, Any], signature: str, chain_id: int, market: str) -> SignedOrder:
@@ -190,7 +191,7 @@ def signed_order(side: OrderSide, message: dict[str, Any], signature: str, chain
             f"signature does not recover to the order's {'provider' if side == OrderSide.OFFER else 'trainer'} {owner} "
             f"for chain {chain_id} and market {market}"
         )
-    return SignedOrder(side, order, order_hash, owner, "0x" + sig.hex(), matching_order)
+    return SignedOrder(side, order, order_hash, owner, "0x" + sig.hex(), matching_order, message_json(order))
 
 
 def _signed_or_error(side: OrderSide, message: Any, signature: Any, chain_id: int, market: str
@@ -216,7 +217,7 @@ class VerifiedOrder(SignedOrder):
             hash=self.order_hash, side=self.side, owner=self.owner, token=order.token, gpu_model=order.gpuModel,
             price=str(order.pricePerGpuHour if is_offer else order.maxPricePerGpuHour),
             capacity=order.capacityGpuHours if is_offer else order.totalHours, filled=0, reserved=0,
-            expiry=order.expiry, status=OrderStatus.OPEN, seq=seq, payload=message_json(order),
+            expiry=order.expiry, status=OrderStatus.OPEN, seq=seq, payload=self.payload,
             signature=self.signature, created_at=created_at,
         )
 
