@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from marketplace.api.app import create_app
+from marketplace.api.schemas import BatchOut
 from marketplace.chain.gateway import ChainUnavailable
 from marketplace.client import MarketClient
 from marketplace.db.models import ChainTx, MatchRow
@@ -140,6 +141,8 @@ def test_batch__mixed_orders__each_judged_alone_and_deals_sent_together(env):
     assert [r["status"] for r in results] == [201, 201, 422, 401, 201, 201, 409], results
     assert results[2]["field"] == "expiry" and results[3]["error"] == "invalid_signature"
     assert "already submitted" in results[6]["message"]
+    # The answer is built by hand (no model per order): it must be exactly BatchOut's documented shape.
+    assert response.json() == BatchOut.model_validate_json(response.content).model_dump(mode="json")
     assert response.json()["accepted"] == 4 and client.get("/orders").json()["total"] == before + 4
     # Each request fills the cheapest offer left (8 GPU-hours each); both pairings go out in one openDeals.
     assert [(m["offer_hash"], m["request_hash"]) for m in results[4]["matches"] + results[5]["matches"]] == [
