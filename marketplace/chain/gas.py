@@ -1,4 +1,4 @@
-"""The gas limit to send with a transaction, from the node's estimate."""
+"""The gas limit to send with a transaction, from the gas a simulation of it used or the node's estimate."""
 
 from __future__ import annotations
 

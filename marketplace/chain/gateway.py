@@ -13,12 +13,12 @@ from functools import cache, cached_property
 from typing import Any
 
 import requests
-from hexbytes import HexBytes
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 from eth_abi.grammar import TupleType
 from eth_abi.grammar import parse as parse_abi_type
+from hexbytes import HexBytes
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from web3 import HTTPProvider, Web3
 from web3._utils.method_formatters import receipt_formatter
