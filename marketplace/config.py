@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     matching_mode: Literal["continuous", "batch"] = "continuous"
     batch_window_seconds: float = Field(default=2.0, gt=0)
+    # How a batch window is allocated (marketplace.matching.batch): "auto" re-solves what the LP
+    # split exactly (best welfare; ~13 s CPU for a 10,000-order window here), "fast" repairs it by
+    # local search (~1.3 s, ~0.2 % less welfare at that size; BENCHMARKS.md, matching section).
+    batch_method: Literal["auto", "fast"] = "auto"
     confirmations: int = Field(default=2, ge=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     max_batch_size: int = Field(default=50, ge=1, le=200)

@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, func, insert
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlmodel import Session, select
 
-from marketplace.matching.batch import BatchResult, clear_batch
+from marketplace.matching.batch import BatchConfig, BatchResult, clear_batch
 from marketplace.matching.continuous import ContinuousMatcher
 from marketplace.matching.deals import Deal as MatchedDeal
 from marketplace.matching.orders import Offer as MatchingOffer
@@ -341,11 +341,12 @@ class OrderBookService:
     """Intake, cancellation and matching. Thread-safe: one lock around the in-memory book."""
 
     def __init__(self, engine: Engine, gateway: ChainGateway, sender: TxSender, *, max_batch_size: int = 50,
-                 mode: str = "continuous", batch_window_seconds: float = 2.0):
+                 mode: str = "continuous", batch_window_seconds: float = 2.0, batch_method: str = "auto"):
         if mode not in ("continuous", "batch"):
             raise ValueError(f"matching mode must be continuous or batch, got {mode!r}")
         self.mode = mode
         self.batch_window_seconds = batch_window_seconds
+        self.batch_config = BatchConfig(method=batch_method)
         self.last_batch: BatchResult | None = None
         self._next_batch_at = 0.0
         self.engine = engine
@@ -553,7 +554,7 @@ class OrderBookService:
             requests = [order for order, _, _ in snapshot if order.side is Side.REQUEST]
             if not offers or not requests:
                 return None
-            result = clear_batch(offers, requests, now,
+            result = clear_batch(offers, requests, now, config=self.batch_config,
                                  remaining={order.order_id: left for order, _, left in snapshot})
             self.last_batch = result
             if result.deals:

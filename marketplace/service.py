@@ -45,7 +45,8 @@ class MarketService:
             raise ServiceUnavailable("no matcher key: set MARKET_MATCHER_PRIVATE_KEY or MARKET_MATCHER_KEYFILE")
         self.sender = TxSender(self.gateway, self.engine, matcher_key, confirmations=settings.confirmations)
         self.book = OrderBookService(self.engine, self.gateway, self.sender, max_batch_size=settings.max_batch_size,
-                                     mode=settings.matching_mode, batch_window_seconds=settings.batch_window_seconds)
+                                     mode=settings.matching_mode, batch_window_seconds=settings.batch_window_seconds,
+                                     batch_method=settings.batch_method)
         self.indexer = Indexer(self.gateway, self.engine, confirmations=settings.confirmations)
         self.keeper = Keeper(self.engine, self.gateway, self.sender, max_batch_size=settings.max_batch_size)
         verifier_key = settings.verifier_private_key

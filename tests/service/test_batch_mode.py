@@ -16,13 +16,15 @@ from devnet_market import (  # noqa: I001 - tests/service is on sys.path under p
 pytestmark = pytest.mark.anvil
 
 
-def test_batch_window__two_offers_two_requests__allocation_opened_in_one_batch(anvil, tmp_path):
+@pytest.mark.parametrize("method", ["auto", "fast"])  # MARKET_BATCH_METHOD
+def test_batch_window__two_offers_two_requests__allocation_opened_in_one_batch(anvil, tmp_path, method):
     market = DevnetMarket.deploy(anvil, tmp_path)
     for provider in (PROVIDER, PROVIDER_2):
         market.stake(provider, 500 * USDC)
     for trainer in (TRAINER, TRAINER_2):
         market.fund_vault(trainer, 1_000 * USDC)
-    service = MarketService(service_settings(market, tmp_path, matching_mode="batch", batch_window_seconds=0.01))
+    service = MarketService(service_settings(market, tmp_path, matching_mode="batch", batch_window_seconds=0.01,
+                                            batch_method=method))
     service.book.load()
     with TestClient(create_app(service)) as client:
         # A cheap small offer and a dear large one; a high bid and a low bid.
@@ -41,7 +43,7 @@ def test_batch_window__two_offers_two_requests__allocation_opened_in_one_batch(a
     # Surplus (bid - ask) x GPU-hours: the high bid on the cheap offer makes (3-1) x 4 = 8 USDC;
     # giving the cheap offer to the low bid instead makes (1.5-1) x 4 + (3-2) x 4 = 6. The low bid
     # cannot afford the dear offer, so the optimum leaves it unfilled.
-    assert result is not None and result.gap is not None and result.gap <= 1e-9
+    assert result is not None and result.method == method and result.gap is not None and result.gap <= 1e-9
     assert result.welfare == 8 * USDC
     assert [(d.offer_id, d.request_id) for d in result.deals] == [
         ("0x" + cheap.struct_hash().hex(), "0x" + high.struct_hash().hex())]
