@@ -242,22 +242,26 @@ class ChainGateway:
 
     def gas_limit(self, call: dict[str, Any]) -> int:
         """A gas limit (`gas.gas_limit`'s headroom included) that carries `call` ({from, to,
-        data}) on the pending state, from two executions: eth_createAccessList for the gas it uses,
-        then eth_call with the limit made from that. anvil's eth_estimateGas binary-searches over
-        many executions (an openDeals of 50 pairings: 230-460 ms against 21-26 ms for one here),
-        twice the chain work of sending it. A call may need more gas than it uses (openDeals keeps
-        a reserve per pairing, 63/64 forwarding); if the limit does not carry it, or the node lacks
-        the method, or the call would fail, eth_estimateGas decides, and raises as web3 does (the
-        contract's custom error)."""
+        data}) on the pending state, from two or three executions: eth_createAccessList for the gas
+        it uses, then eth_call with the limit made from that (or twice it: a call may need more gas
+        than it uses -- openDeals keeps a reserve per pairing, 63/64 forwarding). anvil's
+        eth_estimateGas binary-searches over many executions (an openDeals of 50 pairings: 230-460
+        ms against 21-26 ms for one here), twice the chain work of sending it. If neither limit
+        carries the call, or the node lacks the method, eth_estimateGas decides, and raises as web3
+        does when the call would fail (the contract's custom error)."""
         params = {"from": call["from"], "to": call["to"], "data": call["data"]}
         try:
             result = self._rpc("eth_createAccessList", [params, "pending"])
-            if isinstance(result, dict) and not result.get("error") and "gasUsed" in result:
-                limit = gas.gas_limit(int(result["gasUsed"], 16))
-                self._rpc("eth_call", [{**params, "gas": hex(limit)}, "pending"])  # raises if it does not carry
-                return limit
         except Web3RPCError:
-            pass
+            result = None
+        if isinstance(result, dict) and not result.get("error") and "gasUsed" in result:
+            limit = gas.gas_limit(int(result["gasUsed"], 16))
+            for attempt in (limit, 2 * limit):  # twice as much covers openDeals' reserve for one pairing
+                try:
+                    self._rpc("eth_call", [{**params, "gas": hex(attempt)}, "pending"])
+                    return attempt
+                except Web3RPCError:
+                    continue
         return gas.gas_limit(self._call(lambda: self.w3.eth.estimate_gas(call)))
 
     def get_deal(self, deal_id: int) -> dict[str, Any]:
