@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
-import ape
 import pytest
 
 from marketplace.deploy import DeployConfig, deploy_all
