@@ -50,14 +50,13 @@ from web3.exceptions import BlockNotFound, Web3RPCError
 
 from marketplace.chain.gateway import INDEXED_CONTRACTS, MARKET, ChainGateway, DecodedLog
 from marketplace.db.models import ChainCursor, ChainEvent, DealRow, IndexedBlock, OrderRow, OrderSide, OrderStatus
-from marketplace.db.session import session_scope
+from marketplace.db.session import IN_CHUNK, rows_in, session_scope
 from marketplace.signing import DealStatus
 
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = "market"
 MAX_CONSECUTIVE_RETRIES = 5
-_IN_BATCH = 500
 
 
 class IndexerError(Exception):
@@ -224,13 +223,14 @@ class Indexer:
             # A deal's DealCompleted below the fork keeps its block, hence its timestamp.
             completed_at = {
                 row.deal_id: row.completed_at
-                for row in _in_batches(session, DealRow, DealRow.deal_id, deal_ids)
+                for row in rows_in(session, DealRow, DealRow.deal_id, deal_ids)
             }
             session.exec(delete(ChainEvent).where(ChainEvent.block_number > fork.number))
             session.exec(delete(IndexedBlock).where(IndexedBlock.number > fork.number))
-            for start in range(0, len(deal_ids), _IN_BATCH):
-                batch = sorted(deal_ids)[start:start + _IN_BATCH]
+            for start in range(0, len(deal_ids), IN_CHUNK):
+                batch = sorted(deal_ids)[start:start + IN_CHUNK]
                 session.exec(delete(DealRow).where(DealRow.deal_id.in_(batch)))
+                rebuilt: dict[int, DealRow] = {}  # the batch's rows, from their kept events (DealOpened first)
                 kept = session.exec(
                     select(ChainEvent)
                     .where(ChainEvent.deal_id.in_(batch), ChainEvent.contract == MARKET)
@@ -240,7 +240,8 @@ class Indexer:
                     timestamp = completed_at.get(event.deal_id) if event.name == "DealCompleted" else None
                     if event.name == "DealCompleted" and timestamp is None:
                         timestamp = int(self.gateway.get_block(event.block_number)["timestamp"])
-                    _apply_to_deals(session, event.name, json.loads(event.args), event.block_number, timestamp)
+                    _apply_to_deals(session, event.name, json.loads(event.args), event.block_number, timestamp,
+                                    rebuilt)
             session.flush()
             _refresh_orders(session, order_hashes, reopen=True)
             row = session.get(ChainCursor, CURSOR_NAME)
@@ -324,7 +325,7 @@ class Indexer:
             seen = _existing_keys(session, {entry.tx_hash for entry in chunk.logs})
             # The chunk's deals in one query, not one per event (each also flushed the session first).
             deal_ids = {int(e.args["dealId"]) for e in chunk.logs if e.contract == MARKET and "dealId" in e.args}
-            deals = {deal.deal_id: deal for deal in _in_batches(session, DealRow, DealRow.deal_id, deal_ids)}
+            deals = {deal.deal_id: deal for deal in rows_in(session, DealRow, DealRow.deal_id, deal_ids)}
             fills = _OrderFills(session)
             events: list[dict[str, Any]] = []  # inserted as rows in one statement, not as ORM objects
             for entry in chunk.logs:
@@ -346,7 +347,7 @@ class Indexer:
             fills.refresh()
             if events:
                 session.execute(insert(ChainEvent), events)
-            stored = {b.number: b for b in _in_batches(session, IndexedBlock, IndexedBlock.number, chunk.blocks)}
+            stored = {b.number: b for b in rows_in(session, IndexedBlock, IndexedBlock.number, chunk.blocks)}
             for number, block in chunk.blocks.items():
                 block_hash, parent_hash = _hex(block["hash"]), _hex(block["parentHash"])
                 if number in stored:
@@ -375,14 +376,11 @@ class Indexer:
 
 
 def _apply_to_deals(session: Session, name: str, args: dict[str, Any], block_number: int, timestamp: int | None,
-                    deals: dict[int, DealRow] | None = None) -> None:
-    """One event on its deal's row; `deals` (deal id → row), when given, holds every row the
-    events may touch (and gets the new ones), so no row is looked up one by one."""
-    def deal_row(deal_id: int) -> DealRow | None:
-        return deals.get(deal_id) if deals is not None else session.get(DealRow, deal_id)
-
+                    deals: dict[int, DealRow]) -> None:
+    """One event on its deal's row. `deals` (deal id → row) holds every row the events may touch
+    and gets the new ones, so no row is looked up one by one."""
     if name == "DealOpened":
-        existing = deal_row(int(args["dealId"]))
+        existing = deals.get(int(args["dealId"]))
         if existing is not None:  # cannot happen after a proper rollback; the chain wins
             log.warning("deal %s opened again at block %d: replacing its row", args["dealId"], block_number)
             session.delete(existing)
@@ -397,12 +395,11 @@ def _apply_to_deals(session: Session, name: str, args: dict[str, Any], block_num
             opened_block=block_number, updated_block=block_number,
         )
         session.add(opened)
-        if deals is not None:
-            deals[opened.deal_id] = opened
+        deals[opened.deal_id] = opened
         return
     if "dealId" not in args or name not in _DEAL_EVENTS:
         return
-    deal = deal_row(int(args["dealId"]))
+    deal = deals.get(int(args["dealId"]))
     if deal is None:
         log.warning("%s for unknown deal %s at block %d ignored", name, args["dealId"], block_number)
         return
@@ -477,14 +474,14 @@ class _OrderFills:
 
 def _refresh_orders(session: Session, order_hashes: Iterable[str], *, reopen: bool) -> None:
     """Set each order's confirmed fill from the deals that filled it (FILLED when none is left)."""
-    rows = _in_batches(session, OrderRow, OrderRow.hash, set(order_hashes))
+    rows = rows_in(session, OrderRow, OrderRow.hash, set(order_hashes))
     offers = [row.hash for row in rows if row.side == OrderSide.OFFER]
     requests = [row.hash for row in rows if row.side != OrderSide.OFFER]
     filled: dict[str, int] = {}
     for hashes, column, amount in ((offers, DealRow.offer_hash, DealRow.gpu_count * DealRow.deal_hours),
                                    (requests, DealRow.request_hash, DealRow.deal_hours)):
-        for start in range(0, len(hashes), _IN_BATCH):
-            query = select(column, func.sum(amount)).where(column.in_(hashes[start:start + _IN_BATCH])).group_by(column)
+        for start in range(0, len(hashes), IN_CHUNK):
+            query = select(column, func.sum(amount)).where(column.in_(hashes[start:start + IN_CHUNK])).group_by(column)
             filled.update((order_hash, int(total or 0)) for order_hash, total in session.exec(query))
     for row in rows:
         row.filled = filled.get(row.hash, 0)
@@ -507,19 +504,11 @@ def _order_counter(row: OrderRow) -> int:
 def _existing_keys(session: Session, tx_hashes: set[str]) -> set[tuple[str, int]]:
     keys: set[tuple[str, int]] = set()
     ordered = sorted(tx_hashes)
-    for start in range(0, len(ordered), _IN_BATCH):
-        batch = ordered[start:start + _IN_BATCH]
+    for start in range(0, len(ordered), IN_CHUNK):
+        batch = ordered[start:start + IN_CHUNK]
         rows = session.exec(select(ChainEvent.tx_hash, ChainEvent.log_index).where(ChainEvent.tx_hash.in_(batch)))
         keys.update((tx_hash, log_index) for tx_hash, log_index in rows)
     return keys
-
-
-def _in_batches(session: Session, model: Any, column: Any, values: Iterable[Any]) -> list[Any]:
-    ordered = sorted(values)
-    rows: list[Any] = []
-    for start in range(0, len(ordered), _IN_BATCH):
-        rows.extend(session.exec(select(model).where(column.in_(ordered[start:start + _IN_BATCH]))).all())
-    return rows
 
 
 def _jsonable(value: Any) -> Any:

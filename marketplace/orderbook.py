@@ -32,7 +32,7 @@ from marketplace.chain.gateway import MARKET, ChainGateway
 from marketplace.chain.state_cache import ChainStateCache, IntakeState
 from marketplace.chain.sender import TxSender
 from marketplace.db.models import JobSpecRow, MatchRow, MatchState, OrderRow, OrderSide, OrderStatus, utcnow
-from marketplace.db.session import session_scope
+from marketplace.db.session import rows_in, session_scope
 from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, InvalidSignature, MarketError, NotFound
 from marketplace.matching.errors import MatchingError
 from marketplace.signing import CancelOrder, Offer, Request, SettlementRule, SignatureError, checksum_address
@@ -572,10 +572,7 @@ class OrderBookService:
             return []
         matches: list[MatchRow] = []
         ids = sorted({d.offer_id for d in deals} | {d.request_id for d in deals})
-        order_rows = {}
-        for chunk in range(0, len(ids), 500):  # well under every SQLite's limit of bound parameters
-            query = select(OrderRow).where(OrderRow.hash.in_(ids[chunk:chunk + 500]))
-            order_rows.update({row.hash: row for row in session.exec(query).all()})
+        order_rows = {row.hash: row for row in rows_in(session, OrderRow, OrderRow.hash, ids)}
         for start in range(0, len(deals), self.max_batch_size):
             batch = deals[start:start + self.max_batch_size]
             payload = []
@@ -613,9 +610,8 @@ class OrderBookService:
         opened = iter(opened_ids)
         any_failed = False
         filled_orders: dict[str, OrderRow] = {}
-        hashes = sorted({h for row in rows for h in (row.offer_hash, row.request_hash)})
-        orders = {order.hash: order for start in range(0, len(hashes), 500)  # one query, not two per pairing
-                  for order in session.exec(select(OrderRow).where(OrderRow.hash.in_(hashes[start:start + 500])))}
+        hashes = {h for row in rows for h in (row.offer_hash, row.request_hash)}  # one query, not two per pairing
+        orders = {order.hash: order for order in rows_in(session, OrderRow, OrderRow.hash, hashes)}
         for row in rows:
             offer_row, request_row = orders[row.offer_hash], orders[row.request_hash]
             offer_row.reserved = max(0, offer_row.reserved - row.gpu_count * row.deal_hours)

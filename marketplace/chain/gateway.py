@@ -6,7 +6,6 @@ with backoff; a call the contract reverts is not retried.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -389,9 +388,6 @@ class ChainGateway:
         return found
 
 
-_SCALAR_TYPES = re.compile(r"^(address|bool|bytes([1-9]|[12][0-9]|3[0-2])?|string|u?int[0-9]*)$")
-
-
 @dataclass(frozen=True)
 class _EventDecoder:
     """One event's topic and decoder, built once from its ABI; decodes as web3's `process_log`
@@ -401,7 +397,7 @@ class _EventDecoder:
     contract: str
     name: str
     topic: bytes
-    topic_args: tuple[tuple[str, str], ...]  # indexed (name, type)
+    topic_args: tuple[tuple[str, str, bool], ...]  # indexed (name, type, dynamic: the topic is its hash)
     data_names: tuple[str, ...]
     data_types: tuple[str, ...]
 
@@ -409,7 +405,8 @@ class _EventDecoder:
     def of(cls, contract: str, item: dict[str, Any]) -> _EventDecoder:
         types = [_abi_type(i) for i in item["inputs"]]
         topic = bytes(Web3.keccak(text=f"{item['name']}({','.join(types)})"))
-        indexed = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
+        indexed = tuple((i["name"], t, parse_abi_type(t).is_dynamic)
+                        for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
         data = [(i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if not i["indexed"]]
         return cls(contract, item["name"], topic, indexed, tuple(n for n, _ in data), tuple(t for _, t in data))
 
@@ -418,27 +415,19 @@ class _EventDecoder:
             raise ValueError(f"{self.contract}.{self.name}: {len(topics) - 1} indexed topics, "
                              f"the ABI has {len(self.topic_args)}")
         args: dict[str, Any] = {}
-        for (name, type_), topic in zip(self.topic_args, topics[1:], strict=True):
-            static = _SCALAR_TYPES.match(type_) and type_ not in ("bytes", "string")
-            args[name] = _normalised(type_, abi_decode((type_,), topic)[0]) if static else topic
+        for (name, type_, dynamic), topic in zip(self.topic_args, topics[1:], strict=True):
+            args[name] = topic if dynamic else _normaliser(type_)(abi_decode((type_,), topic)[0])
         values = abi_decode(self.data_types, data)
         for name, type_, value in zip(self.data_names, self.data_types, values, strict=True):
-            args[name] = _normalised(type_, value)
+            args[name] = _normaliser(type_)(value)
         return _plain(args)
-
-
-def _normalised(type_: str, value: Any) -> Any:
-    """A decoded value as web3 returns it (its BASE_RETURN_NORMALIZERS: addresses checksummed, in
-    tuples and arrays too; arrays become lists), without web3's per-call walk of the ABI."""
-    if type_ == "address":
-        return checksum_address(value)
-    if _SCALAR_TYPES.match(type_):
-        return value
-    return _normaliser(type_)(value)
 
 
 @cache
 def _normaliser(type_: str) -> Callable[[Any], Any]:
+    """How a decoded value of `type_` becomes what web3 returns (its BASE_RETURN_NORMALIZERS:
+    addresses checksummed, in tuples and arrays too; arrays become lists), built once per type
+    instead of web3's per-call walk of the ABI."""
     return _walker(parse_abi_type(type_))
 
 
@@ -515,7 +504,7 @@ class _Reader:
         except DecodingError as exc:
             raise BadFunctionCallOutput(f"could not decode the result of {self.output_types} from {bytes(raw).hex()!r}"
                                         ) from exc
-        normalized = [_normalised(t, v) for t, v in zip(self.output_types, values, strict=True)]
+        normalized = [_normaliser(t)(v) for t, v in zip(self.output_types, values, strict=True)]
         return normalized[0] if len(normalized) == 1 else normalized
 
 

@@ -3,15 +3,16 @@ so SQLite and PostgreSQL databases always have the same, versioned shape."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, create_engine, select
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -58,3 +59,16 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# Values per IN (...) clause: well under every SQLite's and PostgreSQL's limit of bound parameters.
+IN_CHUNK = 500
+
+
+def rows_in(session: Session, model: Any, column: Any, values: Iterable[Any]) -> list[Any]:
+    """Rows of `model` whose `column` is one of `values`, in one query per IN_CHUNK values."""
+    ordered = sorted(set(values))
+    rows: list[Any] = []
+    for start in range(0, len(ordered), IN_CHUNK):
+        rows.extend(session.exec(select(model).where(column.in_(ordered[start:start + IN_CHUNK]))).all())
+    return rows
